@@ -1,0 +1,3 @@
+from skild_phys.cli import main
+
+main()

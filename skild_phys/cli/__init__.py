@@ -1,0 +1,42 @@
+"""The `skild-phys` command line: a thin shell over the library functions.
+
+Each subcommand lives in its own module and imports heavy libraries lazily,
+so `skild-phys --help` stays fast.
+"""
+
+import click
+
+from skild_phys import __version__
+from skild_phys.errors import InputError
+
+
+class UserError(click.ClickException):
+    """A one-sentence error for bad input, exit code 2 (no traceback)."""
+
+    exit_code = 2
+
+
+class SkildGroup(click.Group):
+    """Click group that reports `InputError` (and missing files) as one line, exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except InputError as err:
+            raise UserError(str(err)) from None
+
+
+@click.group(cls=SkildGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="skild-phys")
+def main():
+    """SKILD diffusion and critical 2D Ising tools.
+
+    Pipeline: simulate -> train -> superres/generate -> correlators.
+    Run `skild-phys COMMAND --help` for each step.
+    """
+
+
+from skild_phys.cli import simulate as _simulate  # noqa: E402
+
+main.add_command(_simulate.simulate)
+main.add_command(_simulate.info)
