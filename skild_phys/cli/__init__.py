@@ -4,6 +4,8 @@ Each subcommand lives in its own module and imports heavy libraries lazily,
 so `skild-phys --help` stays fast.
 """
 
+import importlib
+
 import click
 
 from skild_phys import __version__
@@ -36,7 +38,11 @@ def main():
     """
 
 
-from skild_phys.cli import simulate as _simulate  # noqa: E402
+# Each module below defines COMMANDS, a list of click commands it contributes.
+_COMMAND_MODULES = [
+    "simulate",
+]
 
-main.add_command(_simulate.simulate)
-main.add_command(_simulate.info)
+for _name in _COMMAND_MODULES:
+    for _command in importlib.import_module(f"skild_phys.cli.{_name}").COMMANDS:
+        main.add_command(_command)
