@@ -1,0 +1,143 @@
+"""Zarr v3 stores of lattice configurations (SPEC §5), readable as-is by `xarray.open_zarr`.
+
+Layout: `spins` int8 (sample, y, x) chunked along sample; per-sample `energy`,
+`magnetization` (per spin), `chain` and `sweep`; group attributes carry every parameter
+needed to reproduce or extend the run.  Samples are ordered sample = round * chains + chain,
+so a contiguous block of samples is a contiguous stretch of Monte Carlo time of every chain.
+
+A store in progress keeps `_resume.npz` (lattices, RNG states, rounds done), replaced
+atomically after every written block.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from skild_phys.errors import InputError
+
+RESUME_FILE = "_resume.npz"
+CHUNK_BYTES = 4 * 2**20  # ~4 MiB of int8 spins per chunk
+
+
+def chunk_rounds(L: int, chains: int) -> int:
+    """Rounds per chunk (and per write block): about CHUNK_BYTES of spins, at least one round."""
+    return max(1, CHUNK_BYTES // (chains * L * L))
+
+
+def read_attrs(path: str | os.PathLike) -> dict | None:
+    """Group attributes of an existing Zarr v3 store, or None if `path` is not one."""
+    meta = Path(path) / "zarr.json"
+    if not meta.is_file():
+        return None
+    try:
+        return json.loads(meta.read_text()).get("attributes", {})
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def prepare_path(path: str | os.PathLike, overwrite: bool) -> None:
+    """Check that `path` can hold a new store; with overwrite, remove an existing Zarr store there.
+
+    Refuses (InputError) a path that is a file, a non-empty directory that is not a Zarr store,
+    or a location that cannot be written.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{p} is a file, not a store directory; choose another --out path")
+    if p.is_dir() and any(p.iterdir()):
+        if read_attrs(p) is None:
+            raise InputError(f"{p} is a non-empty directory that is not a Zarr store; refusing to touch it")
+        if not overwrite:
+            raise InputError(f"{p} already holds a store; pass --overwrite to replace it or choose another path")
+        shutil.rmtree(p)
+    parent = p.parent if p.parent != Path("") else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot create {parent}: {err.strerror}") from None
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"cannot write to {parent}")
+
+
+def create_spin_store(path, n_samples: int, L: int, chains: int, attrs: dict) -> zarr.Group:
+    """Create an empty spin store with the standard layout and attributes."""
+    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    rows = chunk_rounds(L, chains) * chains
+    root.create_array("spins", shape=(n_samples, L, L), chunks=(min(rows, n_samples), L, L),
+                      dtype="int8", dimension_names=["sample", "y", "x"], fill_value=0)
+    for name, dtype in (("energy", "float64"), ("magnetization", "float64"), ("chain", "int32"), ("sweep", "float64")):
+        root.create_array(name, shape=(n_samples,), chunks=(max(min(n_samples, 65536), 1),),
+                          dtype=dtype, dimension_names=["sample"], fill_value=0)
+    root["energy"].attrs.update({"long_name": "energy per spin", "units": "J"})
+    root["magnetization"].attrs.update({"long_name": "magnetisation per spin"})
+    root["chain"].attrs.update({"long_name": "Markov chain index"})
+    root["sweep"].attrs.update({"long_name": "chain time at save", "units": "sweeps (L^2 flipped spins)"})
+    root["spins"].attrs.update({"long_name": "Ising spins", "units": "1"})
+    root.attrs.update(attrs)
+    return root
+
+
+def write_block(root: zarr.Group, start: int, spins: np.ndarray, energy, magnetization, chain, sweep) -> None:
+    """Write samples [start, start + len(spins)) of every per-sample array."""
+    stop = start + spins.shape[0]
+    root["spins"][start:stop] = spins
+    root["energy"][start:stop] = energy
+    root["magnetization"][start:stop] = magnetization
+    root["chain"][start:stop] = chain
+    root["sweep"][start:stop] = sweep
+
+
+def save_resume(path, **arrays) -> None:
+    """Atomically replace the store's resume state (temp file + rename)."""
+    final = Path(path) / RESUME_FILE
+    tmp = final.with_name(RESUME_FILE + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+
+
+def load_resume(path) -> dict | None:
+    """The store's resume state, or None if none was saved yet."""
+    f = Path(path) / RESUME_FILE
+    if not f.is_file():
+        return None
+    with np.load(f) as data:
+        return {k: data[k] for k in data.files}
+
+
+def remove_resume(path) -> None:
+    """Delete the resume state of a finished store."""
+    (Path(path) / RESUME_FILE).unlink(missing_ok=True)
+
+
+def finalize(path, attrs: dict) -> None:
+    """Record final attributes and consolidate metadata so xarray opens the store directly."""
+    root = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    root.attrs.update(attrs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # consolidated metadata is not yet part of the v3 spec
+        zarr.consolidate_metadata(str(path))
+
+
+def open_store(path: str | os.PathLike) -> xr.Dataset:
+    """Open a configuration store as an xarray Dataset (lazy, dask-backed chunks)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"store {p} does not exist")
+    if read_attrs(p) is None:
+        raise InputError(f"{p} is not a Zarr v3 store")
+    with warnings.catch_warnings():
+        # a store still being written is not consolidated and holds its resume file
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+        return xr.open_zarr(str(p), consolidated=None)

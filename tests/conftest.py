@@ -1,0 +1,30 @@
+"""Shared fixtures: small Ising stores made once per test session."""
+
+import numba
+import pytest
+
+from ising.exact import BETA_C
+from ising.simulate import SimulationParams, run_simulation
+
+
+@pytest.fixture(scope="session")
+def make_store(tmp_path_factory):
+    """Factory: make_store(name, **params) -> path of a finished store (cached per session)."""
+    made = {}
+
+    def _make(name, threads=None, **kwargs):
+        if name not in made:
+            kwargs.setdefault("beta", BETA_C)
+            path = tmp_path_factory.mktemp("stores") / f"{name}.zarr"
+            run_simulation(path, SimulationParams(**kwargs), threads=threads, progress=False, log=lambda m: None)
+            made[name] = path
+        return made[name]
+
+    yield _make
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+@pytest.fixture(scope="session")
+def ising_L4(make_store):
+    """L = 4 at beta_c, samples nearly independent (10 sweeps apart)."""
+    return make_store("L4", L=4, n_samples=40000, chains=8, seed=11, sweeps_between=10.0)

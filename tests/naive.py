@@ -1,0 +1,61 @@
+"""Slow, obviously correct twins of the fast kernels (plain Python / NumPy)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+MASK64 = (1 << 64) - 1
+
+
+def _rotl(x: int, k: int) -> int:
+    return ((x << k) | (x >> (64 - k))) & MASK64
+
+
+class Xoshiro256:
+    """xoshiro256** on Python integers, transcribed from the reference C code."""
+
+    def __init__(self, state):
+        self.s = [int(v) for v in state]
+
+    def next(self) -> int:
+        s0, s1, s2, s3 = self.s
+        result = (_rotl((s1 * 5) & MASK64, 7) * 9) & MASK64
+        t = (s1 << 17) & MASK64
+        s2 ^= s0
+        s3 ^= s1
+        s1 ^= s2
+        s0 ^= s3
+        s2 ^= t
+        s3 = _rotl(s3, 45)
+        self.s = [s0, s1, s2, s3]
+        return result
+
+
+def wolff_update(spins: np.ndarray, rng: Xoshiro256, threshold: int) -> int:
+    """One Wolff cluster flip with an explicit cluster set; returns the cluster size.
+
+    Neighbours are visited up, down, left, right and the frontier is a LIFO stack, so the
+    random numbers are consumed in the same order as the compiled kernel.
+    """
+    L = spins.shape[0]
+    site = ((rng.next() >> 32) * (L * L)) >> 32
+    y0, x0 = divmod(site, L)
+    old = spins[y0, x0]
+    cluster = {(y0, x0)}
+    stack = [(y0, x0)]
+    while stack:
+        y, x = stack.pop()
+        for ny, nx in (((y - 1) % L, x), ((y + 1) % L, x), (y, (x - 1) % L), (y, (x + 1) % L)):
+            if (ny, nx) not in cluster and spins[ny, nx] == old and rng.next() < threshold:
+                cluster.add((ny, nx))
+                stack.append((ny, nx))
+    for y, x in cluster:
+        spins[y, x] = -old
+    return len(cluster)
+
+
+def energy_magnetization(spins: np.ndarray, J: float = 1.0) -> tuple[float, int]:
+    """E = -J sum over right and down bonds of s_i s_j, M = sum s (np.roll)."""
+    s = spins.astype(np.int64)
+    E = -J * (s * (np.roll(s, -1, axis=1) + np.roll(s, -1, axis=0))).sum()
+    return E, int(s.sum())
