@@ -3,7 +3,8 @@
 Square L x L lattice, periodic boundaries, H = -J sum_<ij> s_i s_j.  A cluster grows from a
 random seed site over aligned neighbours, each bond added with p_add = 1 - exp(-2 beta J);
 the whole cluster is flipped.  Spins are flipped as they join the cluster, so "aligned with
-the seed's old value" also means "not yet in the cluster".
+the seed's old value" also means "not yet in the cluster".  tests/naive.py holds the
+plain-Python twin that reproduces these kernels bit for bit.
 
 All kernels act on a stack of independent chains (C, L, L) and run them in parallel
 (`prange` over chains).  A chain's trajectory depends only on its own RNG state, so results
@@ -18,52 +19,56 @@ from numba import njit, prange
 from ising.rng import below, xoshiro_next
 
 
+@njit(inline="always")
+def _try_add(flat, n, old, threshold, stack, top, s0, s1, s2, s3):
+    """Offer neighbour n to the cluster: joins (and flips) if aligned with `old` and u < p_add.
+
+    Branch-free on purpose: both conditions are coin flips a branch predictor cannot learn.
+    A random number is drawn for every neighbour, aligned or not.
+    """
+    r, s0, s1, s2, s3 = xoshiro_next(s0, s1, s2, s3)
+    joins = np.int64(flat[n] == old) & np.int64(r < threshold)
+    flat[n] = flat[n] * np.int8(1 - 2 * joins)
+    stack[top] = n
+    return top + joins, s0, s1, s2, s3
+
+
 @njit(cache=True)
-def cluster_updates(spins, state, threshold, n_updates, stack_y, stack_x):
+def cluster_updates(spins, state, threshold, n_updates, stack):
     """Apply n_updates Wolff cluster flips to one lattice in place; returns spins flipped.
 
-    spins: int8 (L, L); state: uint64 (4,) xoshiro state, advanced in place;
-    threshold: uint64 encoding p_add; stack_y, stack_x: int32 work arrays of size L*L.
+    spins: int8 (L, L), C-contiguous; state: uint64 (4,) xoshiro state, advanced in place;
+    threshold: uint64 encoding p_add; stack: int32 work array of size L*L.
+    Neighbours are offered in the order up, down, left, right; the frontier is a LIFO stack.
     """
     L = spins.shape[0]
+    flat = spins.reshape(L * L)
     s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
     flipped = 0
     for _ in range(n_updates):
         r, s0, s1, s2, s3 = xoshiro_next(s0, s1, s2, s3)
         site = below(r, L * L)
-        y0 = site // L
-        x0 = site - y0 * L
-        old = spins[y0, x0]
-        spins[y0, x0] = -old
-        stack_y[0] = y0
-        stack_x[0] = x0
+        old = flat[site]
+        flat[site] = -old
+        stack[0] = site
         top = 1
         size = 1
         while top > 0:
             top -= 1
-            y = stack_y[top]
-            x = stack_x[top]
-            yu = y - 1 if y > 0 else L - 1
-            yd = y + 1 if y < L - 1 else 0
-            xl = x - 1 if x > 0 else L - 1
-            xr = x + 1 if x < L - 1 else 0
-            for k in range(4):
-                if k == 0:
-                    ny, nx = yu, x
-                elif k == 1:
-                    ny, nx = yd, x
-                elif k == 2:
-                    ny, nx = y, xl
-                else:
-                    ny, nx = y, xr
-                if spins[ny, nx] == old:
-                    r, s0, s1, s2, s3 = xoshiro_next(s0, s1, s2, s3)
-                    if r < threshold:
-                        spins[ny, nx] = -old
-                        stack_y[top] = ny
-                        stack_x[top] = nx
-                        top += 1
-                        size += 1
+            i = stack[top]
+            y = i // L
+            x = i - y * L
+            row = i - x
+            before = top
+            top, s0, s1, s2, s3 = _try_add(flat, i - L if y > 0 else i + L * (L - 1), old, threshold, stack, top,
+                                           s0, s1, s2, s3)
+            top, s0, s1, s2, s3 = _try_add(flat, i + L if y < L - 1 else x, old, threshold, stack, top,
+                                           s0, s1, s2, s3)
+            top, s0, s1, s2, s3 = _try_add(flat, i - 1 if x > 0 else row + L - 1, old, threshold, stack, top,
+                                           s0, s1, s2, s3)
+            top, s0, s1, s2, s3 = _try_add(flat, i + 1 if x < L - 1 else row, old, threshold, stack, top,
+                                           s0, s1, s2, s3)
+            size += top - before
         flipped += size
     state[0], state[1], state[2], state[3] = s0, s1, s2, s3
     return flipped
@@ -97,11 +102,10 @@ def thermalize(spins, states, threshold, target_flips):
     late_updates = np.zeros(C, dtype=np.int64)
     late_flips = np.zeros(C, dtype=np.int64)
     for c in prange(C):
-        stack_y = np.empty(L * L, dtype=np.int32)
-        stack_x = np.empty(L * L, dtype=np.int32)
+        stack = np.empty(L * L, dtype=np.int32)
         total = 0
         while total < target_flips:
-            f = cluster_updates(spins[c], states[c], threshold, 1, stack_y, stack_x)
+            f = cluster_updates(spins[c], states[c], threshold, 1, stack)
             total += f
             updates[c] += 1
             if total > target_flips // 2:
@@ -123,10 +127,9 @@ def run_rounds(spins, states, threshold, n_between, J, out_spins, out_energy, ou
     n_rounds = out_energy.shape[0]
     keep = out_spins.shape[0] > 0
     for c in prange(C):
-        stack_y = np.empty(L * L, dtype=np.int32)
-        stack_x = np.empty(L * L, dtype=np.int32)
+        stack = np.empty(L * L, dtype=np.int32)
         for r in range(n_rounds):
-            out_flips[r, c] = cluster_updates(spins[c], states[c], threshold, n_between, stack_y, stack_x)
+            out_flips[r, c] = cluster_updates(spins[c], states[c], threshold, n_between, stack)
             E, M = energy_magnetization(spins[c], J)
             out_energy[r, c] = E / (L * L)
             out_mag[r, c] = M / (L * L)

@@ -34,8 +34,8 @@ class Xoshiro256:
 def wolff_update(spins: np.ndarray, rng: Xoshiro256, threshold: int) -> int:
     """One Wolff cluster flip with an explicit cluster set; returns the cluster size.
 
-    Neighbours are visited up, down, left, right and the frontier is a LIFO stack, so the
-    random numbers are consumed in the same order as the compiled kernel.
+    Neighbours are visited up, down, left, right, one random number drawn for each, and the
+    frontier is a LIFO stack: the random numbers are consumed as in the compiled kernel.
     """
     L = spins.shape[0]
     site = ((rng.next() >> 32) * (L * L)) >> 32
@@ -46,7 +46,8 @@ def wolff_update(spins: np.ndarray, rng: Xoshiro256, threshold: int) -> int:
     while stack:
         y, x = stack.pop()
         for ny, nx in (((y - 1) % L, x), ((y + 1) % L, x), (y, (x - 1) % L), (y, (x + 1) % L)):
-            if (ny, nx) not in cluster and spins[ny, nx] == old and rng.next() < threshold:
+            u = rng.next()
+            if (ny, nx) not in cluster and spins[ny, nx] == old and u < threshold:
                 cluster.add((ny, nx))
                 stack.append((ny, nx))
     for y, x in cluster:

@@ -46,10 +46,9 @@ def test_cluster_updates_identical_to_naive_twin(L, beta):
     state = chain_states(L, 1)[0]
     threshold = probability_threshold(exact.p_add(beta))
     twin_spins, twin_rng = spins.copy(), naive.Xoshiro256(state)
-    stack_y = np.empty(L * L, np.int32)
-    stack_x = np.empty(L * L, np.int32)
+    stack = np.empty(L * L, np.int32)
     for _ in range(300):
-        flipped = wolff.cluster_updates(spins, state, threshold, 1, stack_y, stack_x)
+        flipped = wolff.cluster_updates(spins, state, threshold, 1, stack)
         assert flipped == naive.wolff_update(twin_spins, twin_rng, int(threshold))
         np.testing.assert_array_equal(spins, twin_spins)
     assert [int(v) for v in state] == twin_rng.s
