@@ -205,9 +205,10 @@ def run_simulation(path, p: SimulationParams, threads: int | None = None, overwr
             n = stop - start
             sweep = (chain_flips[None, :] + np.cumsum(out_flips, axis=0)) / L2  # sampling-phase chain time
             chain_flips = chain_flips + out_flips.sum(axis=0)
-            store.write_block(root, start, out_spins.reshape(-1, p.L, p.L)[:n], out_e.reshape(-1)[:n],
-                              out_m.reshape(-1)[:n], np.tile(np.arange(C, dtype=np.int32), n_rounds)[:n],
-                              sweep.reshape(-1)[:n])
+            store.write_samples(root, start, {
+                "spins": out_spins.reshape(-1, p.L, p.L)[:n], "energy": out_e.reshape(-1)[:n],
+                "magnetization": out_m.reshape(-1)[:n], "chain": np.tile(np.arange(C, dtype=np.int32), n_rounds)[:n],
+                "sweep": sweep.reshape(-1)[:n]})
             rounds_done += n_rounds
             store.save_resume(path, spins=spins, states=states, rounds_done=rounds_done, chain_flips=chain_flips)
             bar.set_postfix_str(f"{out_flips.sum() / max(dt, 1e-9):.3g} spins/s")

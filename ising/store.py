@@ -85,14 +85,35 @@ def create_spin_store(path, n_samples: int, L: int, chains: int, attrs: dict) ->
     return root
 
 
-def write_block(root: zarr.Group, start: int, spins: np.ndarray, energy, magnetization, chain, sweep) -> None:
-    """Write samples [start, start + len(spins)) of every per-sample array."""
-    stop = start + spins.shape[0]
-    root["spins"][start:stop] = spins
-    root["energy"][start:stop] = energy
-    root["magnetization"][start:stop] = magnetization
-    root["chain"][start:stop] = chain
-    root["sweep"][start:stop] = sweep
+def create_sample_store(path, n_samples: int, H: int, W: int, attrs: dict, field: bool = False,
+                        spins: bool = True) -> zarr.Group:
+    """Create a store for model outputs or coarse-grained data: the spin layout plus per-sample
+    `seed` and `source_index` (-1 where not applicable), and optionally the raw float32 `field`."""
+    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    rows = max(1, min(n_samples, CHUNK_BYTES // (H * W)))
+    if spins:
+        root.create_array("spins", shape=(n_samples, H, W), chunks=(rows, H, W), dtype="int8",
+                          dimension_names=["sample", "y", "x"], fill_value=0)
+        root["spins"].attrs.update({"long_name": "spins (sign of the field)", "units": "1"})
+    if field:
+        root.create_array("field", shape=(n_samples, H, W), chunks=(max(1, rows // 4), H, W), dtype="float32",
+                          dimension_names=["sample", "y", "x"], fill_value=0.0)
+        root["field"].attrs.update({"long_name": "raw model output before projection"})
+    per_sample = [("seed", "int64", "per-sample random seed"), ("source_index", "int64", "index in the source store")]
+    if spins:
+        per_sample += [("energy", "float64", "energy per spin"), ("magnetization", "float64", "magnetisation per spin")]
+    for name, dtype, long_name in per_sample:
+        root.create_array(name, shape=(n_samples,), chunks=(max(min(n_samples, 65536), 1),), dtype=dtype,
+                          dimension_names=["sample"], fill_value=0)
+        root[name].attrs["long_name"] = long_name
+    root.attrs.update(attrs)
+    return root
+
+
+def write_samples(root: zarr.Group, start: int, arrays: dict) -> None:
+    """Write samples [start, start + n) of each named per-sample array."""
+    for name, values in arrays.items():
+        root[name][start:start + len(values)] = values
 
 
 def save_resume(path, **arrays) -> None:

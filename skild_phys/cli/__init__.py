@@ -41,6 +41,7 @@ def main():
 # Each module below defines COMMANDS, a list of click commands it contributes.
 _COMMAND_MODULES = [
     "simulate",
+    "model",
 ]
 
 for _name in _COMMAND_MODULES:

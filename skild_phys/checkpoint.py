@@ -1,0 +1,94 @@
+"""Checkpoint artifacts of a training run directory, written atomically, loaded without unpickling code.
+
+RUN/
+  config.json   resolved configuration (human-readable, also embedded in the artifacts)
+  model.pt      "use" artifact: EMA weights, config, spectrum S0 — all a sampler needs
+  resume.pt     "resume" artifact: raw and EMA weights, optimiser, LR schedule, step, RNG states
+  log.jsonl     append-only training log
+Both artifacts hold only tensors and plain Python values and load with weights_only=True.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from skild_phys.errors import InputError
+
+USE_FILE = "model.pt"
+RESUME_FILE = "resume.pt"
+CONFIG_FILE = "config.json"
+LOG_FILE = "log.jsonl"
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to a temporary file, fsync, then rename over `path`."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(obj, path: Path) -> None:
+    """Write JSON atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def append_log(run: Path, record: dict) -> None:
+    """Append one JSON line to RUN/log.jsonl."""
+    with open(Path(run) / LOG_FILE, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _load(path: Path) -> dict:
+    if not path.is_file():
+        raise InputError(f"checkpoint file {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
+        raise InputError(f"checkpoint {path} is corrupted or not a skild-phys checkpoint ({type(err).__name__})") from None
+    if not isinstance(obj, dict) or "config" not in obj:
+        raise InputError(f"checkpoint {path} is not a skild-phys checkpoint")
+    obj["config"] = json.loads(obj["config"])
+    return obj
+
+
+def resolve(run) -> Path:
+    """RUN directory (or a model.pt inside it) -> the directory; one-sentence error if absent."""
+    p = Path(run)
+    if p.is_file():
+        p = p.parent
+    if not p.is_dir():
+        raise InputError(f"checkpoint directory {run} does not exist")
+    return p
+
+
+def load_use(run) -> dict:
+    """The "use" artifact: {"ema": state_dict, "S0": tensor, "config": dict, ...}."""
+    return _load(resolve(run) / USE_FILE)
+
+
+def load_resume(run) -> dict:
+    """The "resume" artifact."""
+    return _load(resolve(run) / RESUME_FILE)
+
+
+def file_digest(run) -> str:
+    """SHA-256 (first 16 hex digits) of the use artifact: the checkpoint's identity in provenance."""
+    h = hashlib.sha256()
+    with open(resolve(run) / USE_FILE, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]

@@ -1,0 +1,160 @@
+"""`skild-phys train`, `generate`, `superres` and `coarsen`."""
+
+from __future__ import annotations
+
+import click
+
+_device = click.option("--device", default="auto", help="torch device: auto (CUDA if available), cpu, cuda, cuda:1, ...")
+_threads = click.option("--threads", type=int, default=None, help="CPU threads for torch [default: torch's choice].")
+
+
+def _set_threads(threads):
+    import torch
+
+    from skild_phys.errors import InputError
+
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+@click.command()
+@click.option("--data", "data_spec", required=True,
+              help="Training data: a Zarr store, cifar10:DIR or imagefolder:DIR.")
+@click.option("--out", "run", type=click.Path(), required=True, help="Run directory (checkpoints, config, log).")
+@click.option("--preset", default="auto", help="Schedule preset name, or 'auto' (the preset rule at the data's size and --factor).")
+@click.option("--factor", type=float, default=4.0, help="Super-resolution factor the schedule must reach (auto preset).")
+@click.option("--k-c", "k_c", type=float, default=None, help="IR cutoff k_c [default: pi for auto, the preset's otherwise].")
+@click.option("--net", default="tiny", type=click.Choice(["tiny", "small", "base"]), help="Network size.")
+@click.option("--periodic/--no-periodic", default=None, help="Circular padding [default: yes for lattice stores].")
+@click.option("--basis", default="dct", type=click.Choice(["dct", "fourier"]), help="Spectral basis of the process.")
+@click.option("--spectrum", default="fit", type=click.Choice(["fit", "empirical"]), help="S0: power-law fit or per-mode variance.")
+@click.option("--size", type=int, default=None, help="Image size H for image-folder data.")
+@click.option("--steps", type=int, default=2000, help="Total optimisation steps.")
+@click.option("--batch", type=int, default=16, help="Batch size.")
+@click.option("--lr", type=float, default=2e-4, help="AdamW learning rate (after warm-up).")
+@click.option("--warmup", type=int, default=100, help="Linear learning-rate warm-up steps.")
+@click.option("--ema", "ema_decay", type=float, default=0.999, help="EMA decay of the sampling weights.")
+@click.option("--seed", type=int, default=0, help="Seed of initialisation, data order and noise.")
+@click.option("--no-augment", is_flag=True, help="Disable symmetry augmentation.")
+@click.option("--checkpoint-every", type=int, default=250, help="Steps between checkpoints.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its resume checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
+@click.option("--model", "model_kind", default="skild", type=click.Choice(["skild"]), help="Method to train.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_device
+@_threads
+def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, size, steps, batch, lr, warmup,
+          ema_decay, seed, no_augment, checkpoint_every, resume, overwrite, model_kind, quiet, device, threads):
+    """Train a diffusion model on a configuration store or image set.
+
+    Writes RUN/model.pt (EMA weights for sampling), RUN/resume.pt (full training state),
+    RUN/config.json and RUN/log.jsonl. Ctrl-C saves a resume checkpoint; rerun with --resume.
+    """
+    from skild_phys.data import open_dataset
+    from skild_phys.methods import get_method
+    from skild_phys.train import TrainSettings, prepare_run_dir, train as run_training
+
+    _set_threads(threads)
+    settings = TrainSettings(steps=steps, batch=batch, lr=lr, warmup=warmup, ema_decay=ema_decay, seed=seed,
+                             augment=not no_augment, checkpoint_every=checkpoint_every, device=device)
+    settings.validate()
+    method = get_method(model_kind)
+    dataset = open_dataset(data_spec, size=size)
+    config, S0 = method.resolve_config(dataset, preset, factor, k_c, net, periodic, basis, spectrum, settings)
+    run_dir = prepare_run_dir(run, resume=resume, overwrite=overwrite)
+    try:
+        record = run_training(run_dir, dataset, config, S0, resume=resume, progress=not quiet,
+                              log=lambda m: click.echo(m, err=True), objective=method.objective)
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted; state saved, continue with the same command plus --resume") from None
+    click.echo(f"trained to step {config['train']['steps']}: loss {record.get('loss', float('nan')):.4f}; "
+               f"checkpoint {run_dir}/model.pt")
+
+
+@click.command()
+@click.option("--checkpoint", "run", required=True, type=click.Path(), help="Run directory of a trained model.")
+@click.option("--samples", type=int, default=64, help="Configurations to generate.")
+@click.option("--out", type=click.Path(), required=True, help="Output Zarr store.")
+@click.option("--steps", type=int, default=None, help="Reverse steps K (< N uses the exact respaced chain) [default: N].")
+@click.option("--seed", type=int, default=0, help="Base seed; sample i uses a seed derived from (seed, i).")
+@click.option("--batch", type=int, default=16, help="Samples per batch (results do not depend on it).")
+@click.option("--variance", default="posterior", type=click.Choice(["posterior", "forward"]), help="Reverse-step noise.")
+@click.option("--keep-field", is_flag=True, help="Also store the raw continuous field.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_device
+@_threads
+def generate(run, samples, out, steps, seed, batch, variance, keep_field, overwrite, quiet, device, threads):
+    """Generate configurations from noise (reverse chain from n = N)."""
+    from skild_phys.methods import load_trained
+    from skild_phys.sample import generation_start, run_sampler
+
+    _set_threads(threads)
+    model = load_trained(run, device)
+    attrs = {"mode": "generate", "source": None, "checkpoint": str(run)}
+    run_sampler(out, model, generation_start(model), samples, attrs, steps, seed=seed, batch=batch,
+                keep_field=keep_field, variance=variance, overwrite=overwrite, progress=not quiet,
+                log=lambda m: click.echo(m, err=True))
+    click.echo(f"wrote {samples} generated configurations to {out}")
+
+
+@click.command()
+@click.option("--checkpoint", "run", required=True, type=click.Path(), help="Run directory of a trained model.")
+@click.option("--data", "hr", type=click.Path(), default=None,
+              help="High-resolution store: start from the exact forward marginal at n0 (paper protocol).")
+@click.option("--lowres", "lr", type=click.Path(), default=None, help="Low-resolution store (e.g. from `coarsen`).")
+@click.option("--factor", type=float, required=True, help="Super-resolution factor (the input has H/factor pixels per side).")
+@click.option("--out", type=click.Path(), required=True, help="Output Zarr store.")
+@click.option("--samples", type=int, default=None, help="Use only the first N inputs [default: all].")
+@click.option("--steps", type=int, default=None, help="Reverse steps K from n0 [default: n0].")
+@click.option("--seed", type=int, default=0, help="Base seed; sample i uses a seed derived from (seed, i).")
+@click.option("--batch", type=int, default=16, help="Samples per batch (results do not depend on it).")
+@click.option("--variance", default="posterior", type=click.Choice(["posterior", "forward"]), help="Reverse-step noise.")
+@click.option("--keep-field", is_flag=True, help="Also store the raw continuous field.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_device
+@_threads
+def superres(run, hr, lr, factor, out, samples, steps, seed, batch, variance, keep_field, overwrite, quiet, device,
+             threads):
+    """Super-resolve configurations by the reverse chain from n0, where r(n0) = H / factor."""
+    from skild_phys.data import LatticeStore
+    from skild_phys.errors import InputError
+    from skild_phys.methods import load_trained, superres_start_for
+
+    if (hr is None) == (lr is None):
+        raise InputError("give exactly one of --data (high-resolution store) or --lowres (coarse store)")
+    _set_threads(threads)
+    model = load_trained(run, device)
+    dataset = LatticeStore(hr or lr)
+    n = len(dataset) if samples is None else samples
+    if not 1 <= n <= len(dataset):
+        raise InputError(f"--samples must be between 1 and {len(dataset)}")
+    start = superres_start_for(model, dataset, factor, lowres=lr is not None)
+    attrs = {"mode": "superres", "source": str(hr or lr), "factor": factor, "checkpoint": str(run),
+             "input": "lowres" if lr else "forward-marginal"}
+    from skild_phys.sample import run_sampler
+
+    run_sampler(out, model, start, n, attrs, steps, seed=seed, batch=batch, keep_field=keep_field, variance=variance,
+                overwrite=overwrite, progress=not quiet, log=lambda m: click.echo(m, err=True))
+    click.echo(f"wrote {n} super-resolved configurations (x{factor:g}, from step {start.n_start}) to {out}")
+
+
+@click.command()
+@click.argument("source", type=click.Path())
+@click.option("--factor", type=int, required=True, help="Block size f (L must be divisible by f).")
+@click.option("--rule", default="majority", type=click.Choice(["majority", "decimate", "mean"]), help="Block-spin rule.")
+@click.option("--out", type=click.Path(), required=True, help="Output Zarr store.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def coarsen(source, factor, rule, out, overwrite, quiet):
+    """Block-spin coarse-grain a spin store (majority rule, decimation or block mean)."""
+    from ising.coarsen import coarsen_store
+
+    attrs = coarsen_store(source, out, factor, rule, overwrite=overwrite, progress=not quiet)
+    click.echo(f"wrote {out}: L={attrs['L']} ({rule} x{factor})")
+
+
+COMMANDS = [train, generate, superres, coarsen]

@@ -1,0 +1,53 @@
+"""The diffusion methods a run can train and sample: SKILD (and baselines), chosen by name.
+
+A method supplies how a run's configuration is resolved, its training objective, how a
+checkpoint becomes a sampler, and how super-resolution starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from skild_phys import checkpoint
+from skild_phys.errors import InputError
+
+
+@dataclass(frozen=True)
+class Method:
+    """One trainable method."""
+
+    name: str
+    resolve_config: Callable
+    objective: Callable | None  # None: the SKILD ε-MSE of train.train
+    load: Callable  # (run, device) -> model with .config, .process, .eps_hat
+    superres_start: Callable  # (model, dataset, factor, lowres) -> sample.StartSpec
+
+
+def _skild() -> Method:
+    from skild_phys.model import load_model
+    from skild_phys.sample import superres_start
+    from skild_phys.train import resolve_config
+
+    return Method("skild", resolve_config, None, load_model, superres_start)
+
+
+_METHODS = {"skild": _skild}
+
+
+def get_method(name: str) -> Method:
+    """Method by name."""
+    if name not in _METHODS:
+        raise InputError(f"unknown method {name!r}; choose one of {', '.join(_METHODS)}")
+    return _METHODS[name]()
+
+
+def load_trained(run, device: str = "auto"):
+    """Load a checkpoint with the method it was trained with."""
+    name = checkpoint.load_use(run)["config"].get("model", "skild")
+    return get_method(name).load(run, device)
+
+
+def superres_start_for(model, dataset, factor: float, lowres: bool):
+    """The super-resolution start of the model's method."""
+    return get_method(model.config.get("model", "skild")).superres_start(model, dataset, factor, lowres)

@@ -1,0 +1,132 @@
+"""A trained SKILD model: network + process, built from a resolved configuration.
+
+The one narrow interface (as in EDM's preconditioning wrapper): `TrainedModel.eps_hat(x, n)`
+takes pixels x_n and steps n and returns the noise estimate in pixel space; the process,
+the training loss and the samplers only ever call that.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from analysis.spectrum import ModeVariance, dct2, fit_power_law, radial_spectrum, wavenumber_grid
+from skild_phys import checkpoint
+from skild_phys.basis import Basis, block_mean
+from skild_phys.errors import InputError
+from skild_phys.presets import get_preset, preset_from_rule
+from skild_phys.process import Process
+from skild_phys.schedule import Schedule
+from skild_phys.unet import build_unet
+
+SPECTRUM_SAMPLES = 10000  # samples used to estimate S0 (the first ones of the training set)
+
+
+def auto_schedule(H: int, factor: float, k_c: float | None = None) -> Schedule:
+    """Linear schedule by the preset rule (θ = 9, τ = 0.1) ending at r = H / factor.
+
+    k_c defaults to π, the lowest non-zero |k|, so the DC mode is noised too and one model
+    can both generate (from n = N) and super-resolve.
+    """
+    if not factor > 1:
+        raise InputError(f"super-resolution factor must be > 1, got {factor}")
+    return preset_from_rule(H, H / factor, theta=9.0, tau=0.1, k_c=math.pi if k_c is None else k_c)
+
+
+def resolve_schedule(preset: str, H: int, factor: float, k_c: float | None) -> tuple[Schedule, str]:
+    """(schedule, description) for --preset NAME|auto at grid size H."""
+    if preset == "auto":
+        return auto_schedule(H, factor, k_c), f"auto (rule, factor {factor:g})"
+    p = get_preset(preset, H)
+    s = p.schedule
+    if k_c is not None:
+        s = Schedule(s.kind, s.lam_i, s.lam_f, theta=s.theta, k_c=k_c, tau=s.tau, N=s.N)
+    return s, p.name
+
+
+def estimate_spectrum(dataset, mode: str, max_samples: int = SPECTRUM_SAMPLES) -> tuple[np.ndarray, dict]:
+    """Per-mode S0 (C, H, W) of the data in the DCT basis: the empirical variance or its power-law fit."""
+    if mode not in ("fit", "empirical"):
+        raise InputError(f"spectrum mode must be 'fit' or 'empirical', got {mode!r}")
+    acc = ModeVariance()
+    n = min(len(dataset), max_samples)
+    for start in range(0, n, 256):
+        acc.update(dct2(dataset.get(np.arange(start, min(start + 256, n))).astype(np.float64)))
+    var = np.maximum(acc.variance, 1e-12)
+    fits = []
+    for c in range(var.shape[0]):
+        k, S_k, counts = radial_spectrum(var[c])
+        fits.append(fit_power_law(k[k > 0], S_k[k > 0], counts=counts[k > 0]))
+    info = {"mode": mode, "samples": int(n),
+            "fit": [{"C": f.C, "alpha": f.alpha, "k0sq": f.k0sq, "alpha_err": f.alpha_err} for f in fits]}
+    if mode == "empirical":
+        return var, info
+    kgrid = wavenumber_grid(var.shape[-2], var.shape[-1])
+    return np.stack([f(kgrid) for f in fits]), info
+
+
+def block_mean_scale(dataset, max_samples: int = SPECTRUM_SAMPLES) -> dict[str, float]:
+    """E|block mean| of the training spins for every factor f >= 2 dividing the grid.
+
+    A ±1 block spin (majority or decimation) stands for a block mean of this typical size:
+    the scale applied to real low-resolution spin inputs before they are embedded.
+    """
+    if dataset.kind != "spins":
+        return {}
+    H, W = dataset.height, dataset.width
+    x = torch.from_numpy(dataset.get(np.arange(min(len(dataset), max_samples)))).to(torch.float64)
+    return {str(f): float(block_mean(x, f).abs().mean()) for f in range(2, H + 1) if H % f == 0 and W % f == 0}
+
+
+def build_process(config: dict, S0) -> Process:
+    """The SKILD process of a configuration (basis, schedule) with spectrum S0."""
+    basis = Basis.named(config["basis"], config["H"], config["W"])
+    return Process(basis, Schedule(**config["schedule"]), torch.as_tensor(S0, dtype=torch.float64))
+
+
+def build_network(config: dict) -> torch.nn.Module:
+    """The U-Net of a configuration (weights freshly initialised)."""
+    net = config["net"]
+    return build_unet(net["name"], in_channels=config["channels"], out_channels=config["channels"],
+                      cond_channels=net.get("cond_channels", 0), periodic=net["periodic"])
+
+
+@dataclass
+class TrainedModel:
+    """EMA network + process of a checkpoint, ready for sampling."""
+
+    config: dict
+    process: Process
+    net: torch.nn.Module
+    digest: str
+    device: torch.device
+
+    def eps_hat(self, x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        """Noise estimate in pixel space; the network runs in float32, the chain keeps x's dtype."""
+        with torch.no_grad():
+            return self.net(x.to(torch.float32), n).to(x.dtype)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_model(run, device: str = "auto") -> TrainedModel:
+    """Load the "use" artifact of RUN (EMA weights) onto `device`."""
+    art = checkpoint.load_use(run)
+    config = art["config"]
+    dev = pick_device(device)
+    net = build_network(config)
+    try:
+        net.load_state_dict(art["ema"])
+    except (RuntimeError, KeyError) as err:
+        raise InputError(f"checkpoint {run} does not match its own configuration ({type(err).__name__})") from None
+    net.to(dev).eval()
+    process = build_process(config, art["S0"]).to(dev)
+    return TrainedModel(config, process, net, checkpoint.file_digest(run), dev)

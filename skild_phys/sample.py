@@ -1,0 +1,169 @@
+"""Generation and super-resolution from a checkpoint into configuration stores.
+
+Both run `process.reverse_chain`; they differ only in the start step and the start state
+(SPEC §4): generation starts at n = N from the prior, super-resolution at n0 (where the
+effective resolution equals the input's) from the forward marginal of a high-resolution
+configuration (paper protocol) or of a real low-resolution input embedded in the low modes.
+Every sample has its own seed, so a sample does not depend on the batch it was drawn in;
+runs resume sample-exactly after interruption.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import zarr
+from tqdm.auto import tqdm
+
+from ising import store
+from ising.lattice import energy_per_spin
+from skild_phys import __version__
+from skild_phys.basis import Basis, embed_low_modes
+from skild_phys.errors import InputError
+from skild_phys.model import TrainedModel
+from skild_phys.process import per_sample_generators, randn, respaced_steps, reverse_chain
+
+def sample_seeds(seed: int, indices) -> list[int]:
+    """Per-sample 63-bit seeds derived from (seed, sample index) only."""
+    out = []
+    for i in np.asarray(indices):
+        words = np.random.SeedSequence(seed, spawn_key=(int(i),)).generate_state(2, dtype=np.uint32)
+        out.append(int((int(words[0]) << 31) ^ int(words[1])) & (2**63 - 1))
+    return out
+
+
+@dataclass
+class StartSpec:
+    """Where a reverse chain starts: the step and a function giving the start state of a batch."""
+
+    n_start: int
+    state: Callable  # (indices, generators) -> X_start (B, C, H, W) float64 on the model device
+    source_index: Callable = lambda idx: np.full(len(idx), -1, dtype=np.int64)
+
+
+def generation_start(model: TrainedModel) -> StartSpec:
+    """Generation: n = N, X_N = √((1−ᾱ_N) S0) z."""
+    sch = model.config["schedule"]
+    if sch["k_c"] <= 0:
+        raise InputError("this checkpoint's schedule has k_c = 0: the DC mode is never noised, so it cannot "
+                         "generate from noise; train with --k-c > 0 (the auto preset uses k_c = pi)")
+    p = model.process
+    shape = (model.config["channels"], model.config["H"], model.config["W"])
+
+    def state(idx, gens):
+        return p.prior((len(idx),) + shape, gens, dtype=torch.float64, device=model.device)
+
+    return StartSpec(p.N, state)
+
+
+def start_step_for_factor(model: TrainedModel, factor: float) -> int:
+    """n0 where the effective resolution reaches H / factor; one-sentence error if unreachable."""
+    try:
+        return model.process.schedule.start_step(model.config["H"] / factor)
+    except ValueError as err:
+        raise InputError(f"factor {factor:g} is not reachable with this checkpoint: {err}") from None
+
+
+def superres_start(model: TrainedModel, dataset, factor: float, lowres: bool) -> StartSpec:
+    """Super-resolution start at n0: forward marginal of the HR sample, or of the embedded LR input."""
+    H = model.config["H"]
+    n0 = start_step_for_factor(model, factor)
+    p = model.process
+    if dataset.channels != model.config["channels"]:
+        raise InputError(f"data have {dataset.channels} channels, the checkpoint expects {model.config['channels']}")
+    if not lowres:
+        if (dataset.height, dataset.width) != (H, model.config["W"]):
+            raise InputError(f"data are {dataset.height}x{dataset.width} but the checkpoint was trained at "
+                             f"{H}x{model.config['W']}; pass the coarse input with --lowres instead")
+
+        def to_modes(x):
+            return p.basis.forward(x)
+    else:
+        h = dataset.height
+        if h * factor != H or dataset.width * factor != model.config["W"]:
+            raise InputError(f"low-resolution data are {h}x{dataset.width}; factor {factor:g} needs "
+                             f"{H / factor:g}x{model.config['W'] / factor:g} for this checkpoint")
+        lr_basis = Basis.named("dct", h, dataset.width)
+        # ±1 block spins estimate the block mean up to its typical size E|block mean| (training data)
+        scale = 1.0
+        if dataset.kind == "spins":
+            scale = model.config["data"].get("block_mean_abs", {}).get(str(int(factor)))
+            if scale is None:
+                raise InputError(f"the checkpoint has no block-spin scale for factor {factor:g}; coarsen with --rule mean")
+
+        def to_modes(y):
+            return embed_low_modes(lr_basis.forward(scale * y), H, model.config["W"])
+
+        if p.basis.name != "dct":
+            raise InputError("real low-resolution inputs need a DCT-basis checkpoint")
+
+    def state(idx, gens):
+        x = torch.from_numpy(dataset.get(idx)).to(device=model.device, dtype=torch.float64)
+        X0 = to_modes(x)
+        eps = randn(X0.shape, gens, dtype=torch.float64, device=model.device)
+        return p.marginal(X0, n0, eps)
+
+    return StartSpec(n0, state, source_index=lambda idx: np.asarray(idx, dtype=np.int64))
+
+
+def run_sampler(out, model: TrainedModel, start: StartSpec, n_samples: int, attrs: dict, steps: int | None,
+                seed: int = 0, batch: int = 16, keep_field: bool = False, variance: str = "posterior",
+                overwrite: bool = False, progress: bool = True, log=print) -> dict:
+    """Run the reverse chain for samples 0..n_samples-1 into the store `out` (resumable)."""
+    if n_samples < 1 or batch < 1:
+        raise InputError("--samples and --batch must be at least 1")
+    if steps is not None and steps < 1:
+        raise InputError("--steps must be at least 1")
+    chain_steps = respaced_steps(start.n_start, steps or start.n_start)
+    params = {"checkpoint": model.digest, "n_samples": n_samples, "seed": seed, "start_step": chain_steps[0],
+              "reverse_steps": len(chain_steps) - 1, "variance": variance, "keep_field": keep_field,
+              **{k: attrs[k] for k in ("source", "factor", "mode") if k in attrs}}
+    params = json.loads(json.dumps(params))
+    existing = store.read_attrs(out)
+    done = 0
+    if existing is not None and existing.get("params") == params and not overwrite:
+        if existing.get("complete"):
+            log(f"{out} is already complete; nothing to do")
+            return existing
+        state = store.load_resume(out)
+        done = int(state["samples_done"]) if state is not None else 0
+    if done == 0:
+        same = existing is not None and existing.get("params") == params
+        store.prepare_path(out, overwrite=overwrite or same)
+        H, W, C = model.config["H"], model.config["W"], model.config["channels"]
+        if C != 1:
+            raise InputError("lattice stores hold one channel; use the image commands for RGB models")
+        data_attrs = model.config["data"].get("data_attrs", {})
+        full = {"model": attrs.get("mode", "skild"), "L": H, "beta": data_attrs.get("beta"), "J": 1.0,
+                "boundary": "periodic" if model.config["net"]["periodic"] else "open",
+                "checkpoint_digest": model.digest, "start_step": chain_steps[0], "reverse_steps": len(chain_steps) - 1,
+                "variance": variance, "seed": seed, "params": params, "skild_phys_version": __version__,
+                "complete": False, **attrs}
+        store.create_sample_store(out, n_samples, H, W, full, field=keep_field)
+    else:
+        log(f"resuming {out} at sample {done} of {n_samples}")
+    root = zarr.open_group(str(out), mode="r+", zarr_format=3)
+    bar = tqdm(total=n_samples, initial=done, unit="sample", disable=not progress, dynamic_ncols=True)
+    with bar, torch.no_grad():
+        while done < n_samples:
+            idx = np.arange(done, min(done + batch, n_samples))
+            seeds = sample_seeds(seed, idx)
+            gens = per_sample_generators(seeds)
+            X = reverse_chain(model.process, model.eps_hat, start.state(idx, gens), chain_steps, gens, variance=variance)
+            x = model.process.basis.inverse(X)[:, 0].cpu().numpy()
+            spins = np.where(x >= 0, 1, -1).astype(np.int8)
+            arrays = {"spins": spins, "energy": energy_per_spin(spins), "magnetization": spins.mean(axis=(1, 2)),
+                      "seed": np.array(seeds, dtype=np.int64), "source_index": start.source_index(idx)}
+            if keep_field:
+                arrays["field"] = x.astype(np.float32)
+            store.write_samples(root, done, arrays)
+            done += len(idx)
+            store.save_resume(out, samples_done=done)
+            bar.update(len(idx))
+    store.remove_resume(out)
+    store.finalize(out, {"complete": True})
+    return store.read_attrs(out)
