@@ -1,0 +1,193 @@
+"""Training and sampling: learning, exact resumption, batch-size independence, one-line errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from click.testing import CliRunner
+
+from skild_phys import checkpoint
+from skild_phys.cli import main
+from skild_phys.data import LatticeStore
+from skild_phys.model import load_model
+from skild_phys.train import TrainSettings, prepare_run_dir, resolve_config, train
+
+
+@pytest.fixture(scope="module")
+def store8(make_store):
+    return make_store("train8", L=8, n_samples=64, chains=2, seed=1)
+
+
+@pytest.fixture(scope="module")
+def store16(make_store):
+    return make_store("train16", L=16, n_samples=256, chains=4, seed=2)
+
+
+def _cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _new_run(tmp_path, dataset, name="run", **kw):
+    settings = TrainSettings(**{"steps": 20, "batch": 8, "lr": 1e-3, "warmup": 5, "checkpoint_every": 10,
+                                "log_every": 5, "device": "cpu", **kw})
+    config, S0 = resolve_config(dataset, "auto", 4, None, "tiny", None, "dct", "empirical", settings)
+    return prepare_run_dir(tmp_path / name, resume=False, overwrite=False), config, S0
+
+
+def _eval_loss(process, net, x0, seed=123):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        return float(process.loss(lambda x, n: net(x, n), x0, g).mean())
+
+
+def test_tiny_net_fits_tiny_store(tmp_path, store8):
+    torch.manual_seed(0)
+    ds = LatticeStore(store8)
+    run, config, S0 = _new_run(tmp_path, ds, steps=200, batch=16, lr=2e-3, ema_decay=0.9, augment=False)
+    train(run, ds, config, S0, progress=False, log=lambda m: None)
+    model = load_model(run, "cpu")
+    x0 = torch.from_numpy(ds.get(np.arange(len(ds))))
+    # the zero-initialised output layer predicts eps = 0: the initial loss is E[eps^2] = 1
+    from skild_phys.model import build_network
+
+    untrained = build_network(config)
+    initial = _eval_loss(model.process, untrained, x0)
+    final = _eval_loss(model.process, model.net, x0)
+    assert abs(initial - 1.0) < 0.05
+    assert final < initial / 3, (initial, final)
+
+
+def test_stopped_and_resumed_equals_uninterrupted(tmp_path, store16):
+    ds = LatticeStore(store16)
+    run_a, config, S0 = _new_run(tmp_path, ds, "a")
+    train(run_a, ds, config, S0, progress=False, log=lambda m: None)
+    run_b, config_b, _ = _new_run(tmp_path, ds, "b")
+    half = json.loads(json.dumps(config_b))
+    half["train"]["steps"] = 10
+    train(run_b, ds, half, S0, progress=False, log=lambda m: None)
+    train(run_b, ds, config_b, S0, resume=True, progress=False, log=lambda m: None)
+    a, b = checkpoint.load_resume(run_a), checkpoint.load_resume(run_b)
+    for key in ("model", "ema"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), name
+    assert a["step"] == b["step"] == 20
+
+
+def _train_cmd(store, out, steps):
+    return [sys.executable, "-m", "skild_phys", "train", "--data", str(store), "--out", str(out), "--steps", str(steps),
+            "--batch", "4", "--checkpoint-every", "2", "--threads", "1", "--device", "cpu", "--quiet", "--spectrum",
+            "empirical"]
+
+
+def test_killed_training_resumes_exactly(tmp_path, store16):
+    steps = 24
+    ref = subprocess.run(_train_cmd(store16, tmp_path / "ref", steps), capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(store16, out, steps), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (out / checkpoint.RESUME_FILE).exists():
+            break
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    step_at_kill = checkpoint.load_resume(out)["step"]
+    assert step_at_kill < steps, "training finished before it could be killed"
+    done = subprocess.run(_train_cmd(store16, out, steps) + ["--resume"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    a, b = checkpoint.load_resume(tmp_path / "ref"), checkpoint.load_resume(out)
+    for key in ("model", "ema"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), name
+    # the JSONL log is append-only: the resumed run continues it
+    steps_logged = [json.loads(line)["step"] for line in (out / checkpoint.LOG_FILE).read_text().splitlines()]
+    assert steps_logged[-1] == steps
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, store16):
+    ds = LatticeStore(store16)
+    run, config, S0 = _new_run(tmp_path_factory.mktemp("run"), ds)
+    train(run, ds, config, S0, progress=False, log=lambda m: None)
+    return run
+
+
+def test_generation_independent_of_batch_size(tmp_path, trained_run):
+    outs = []
+    for batch in (1, 3):
+        out = tmp_path / f"g{batch}.zarr"
+        r = _cli("generate", "--checkpoint", trained_run, "--samples", 5, "--out", out, "--steps", 10, "--batch", batch,
+                 "--seed", 4, "--keep-field", "--quiet", "--device", "cpu")
+        assert r.exit_code == 0, r.output
+        outs.append(xr.open_zarr(out))
+    # float32 network arithmetic may differ in the last bits between batch shapes
+    np.testing.assert_allclose(outs[0].field.values, outs[1].field.values, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(outs[0].spins.values, outs[1].spins.values)
+    np.testing.assert_array_equal(outs[0].seed.values, outs[1].seed.values)
+    assert len(set(outs[0].seed.values.tolist())) == 5
+
+
+def test_superres_outputs_and_provenance(tmp_path, trained_run, store16):
+    out = tmp_path / "sr.zarr"
+    r = _cli("superres", "--checkpoint", trained_run, "--data", store16, "--factor", 2, "--samples", 4, "--out", out,
+             "--steps", 5, "--quiet", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    ds = xr.open_zarr(out)
+    assert ds.spins.shape == (4, 16, 16) and set(np.unique(ds.spins.values)) <= {-1, 1}
+    np.testing.assert_array_equal(ds.source_index.values, np.arange(4))
+    model = load_model(trained_run, "cpu")
+    assert ds.attrs["start_step"] == model.process.schedule.start_step(8)
+    assert ds.attrs["checkpoint_digest"] == checkpoint.file_digest(trained_run)
+    assert ds.attrs["reverse_steps"] == 5 and ds.attrs["complete"]
+
+
+def test_lowres_superres_from_coarsened_store(tmp_path, trained_run, store16):
+    lr = tmp_path / "lr.zarr"
+    assert _cli("coarsen", store16, "--factor", 4, "--out", lr, "--quiet").exit_code == 0
+    out = tmp_path / "sr.zarr"
+    r = _cli("superres", "--checkpoint", trained_run, "--lowres", lr, "--factor", 4, "--samples", 3, "--out", out,
+             "--steps", 5, "--quiet", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert xr.open_zarr(out).spins.shape == (3, 16, 16)
+
+
+def _one_line_error(result):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    return result.output.strip().splitlines()[-1]
+
+
+def test_corrupted_checkpoint_is_one_sentence(tmp_path, trained_run):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / checkpoint.USE_FILE).write_bytes((trained_run / checkpoint.USE_FILE).read_bytes()[:1000])
+    msg = _one_line_error(_cli("generate", "--checkpoint", bad, "--samples", 2, "--out", tmp_path / "g.zarr"))
+    assert "corrupted" in msg
+    assert "does not exist" in _one_line_error(_cli("generate", "--checkpoint", tmp_path / "none", "--samples", 2,
+                                                   "--out", tmp_path / "g.zarr"))
+
+
+def test_bad_sampling_inputs(tmp_path, trained_run, store8, store16):
+    msg = _one_line_error(_cli("superres", "--checkpoint", trained_run, "--data", store16, "--factor", 8,
+                               "--out", tmp_path / "x.zarr"))
+    assert "not reachable" in msg
+    msg = _one_line_error(_cli("superres", "--checkpoint", trained_run, "--data", store8, "--factor", 2,
+                               "--out", tmp_path / "x.zarr"))
+    assert "8x8" in msg
+    msg = _one_line_error(_cli("superres", "--checkpoint", trained_run, "--factor", 2, "--out", tmp_path / "x.zarr"))
+    assert "exactly one" in msg
+
+
+def test_train_refuses_existing_run_and_missing_resume(tmp_path, trained_run, store16):
+    msg = _one_line_error(_cli("train", "--data", store16, "--out", trained_run, "--steps", 2))
+    assert "--resume" in msg
+    msg = _one_line_error(_cli("train", "--data", store16, "--out", tmp_path / "fresh", "--steps", 2, "--resume"))
+    assert "nothing to resume" in msg
