@@ -1,0 +1,459 @@
+"""Correlator analysis of configuration stores: kappa4(l), G(r), moments and the DCT spectrum.
+
+Each source is read once, chunk by chunk along `sample` (NumPy, Zarr-backed or dask-backed
+xarray), and reduced to per-block sums of primitive quantities; every estimate and its
+blocked-jackknife error is a function of the block means (analysis.stats.jackknife).
+Samples are added to their blocks one by one in sample order, so results do not depend on
+chunking or thread count.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from numba import njit
+from tqdm.auto import tqdm
+
+from analysis import spectrum
+from analysis.correlation import G_from_means, pair_means
+from analysis.cumulants import check_sizes, corner_means, expand_corner_means, kappa4_from_means
+from analysis.moments import MOMENT_ATTRS, MOMENT_NAMES, energy_magnetization, moment_estimates, moment_primitives
+from analysis.scaling import power_law_exponent
+from analysis.stats import jackknife, n_blocks_for, tau_int
+from skild_phys import __version__
+from skild_phys.errors import InputError
+
+MAX_BLOCKS = 50
+READ_BYTES = 16 * 2**20  # raw bytes of configurations per read
+DCT_BYTES = 8 * 2**20  # float64 bytes per DCT batch
+PROJECTIONS = ("sign", "none")
+
+
+class BlockingWarning(RuntimeWarning):
+    """Jackknife blocks shorter than 2 tau_int of the analysed series: error bars may be too small."""
+
+
+@dataclass
+class Source:
+    """One input: configurations (sample, y, x) with label and provenance."""
+
+    label: str
+    configs: xr.DataArray
+    attrs: dict
+    path: str
+    project: str
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def L(self) -> int:
+        """Lattice side."""
+        return int(self.configs.shape[-1])
+
+    @property
+    def n(self) -> int:
+        """Number of samples."""
+        return int(self.configs.shape[0])
+
+
+def open_source(obj, label: str | None = None, project: str = "sign") -> Source:
+    """A store path, xarray Dataset or DataArray (sample, y, x) as a validated Source.
+
+    project="sign" maps values to +-1 (x >= 0 -> +1) and reads `spins` when present;
+    project="none" keeps the values and reads a continuous `field` when present.
+    """
+    from ising.store import open_store
+
+    if project not in PROJECTIONS:
+        raise InputError(f"projection must be one of {', '.join(PROJECTIONS)}, got {project!r}")
+    if isinstance(obj, xr.DataArray):
+        name = str(obj.name) if obj.name is not None else "spins"
+        ds, path = obj.to_dataset(name=name), "<memory>"
+    elif isinstance(obj, xr.Dataset):
+        ds, path = obj, str(obj.encoding.get("source", "<memory>"))
+    else:
+        path = str(obj)
+        ds = open_store(path)
+    order = ("spins", "field") if project == "sign" else ("field", "spins")
+    variable = next((v for v in order if v in ds.data_vars), None)
+    if variable is None:
+        raise InputError(f"{path} holds no lattice configurations (no 'spins' or 'field' variable)")
+    configs = ds[variable]
+    if configs.ndim != 3 or configs.shape[1] != configs.shape[2] or configs.shape[1] < 2:
+        raise InputError(f"{path}: '{variable}' must have shape (sample, L, L) with L >= 2, got {configs.shape}")
+    if not (np.issubdtype(configs.dtype, np.integer) or np.issubdtype(configs.dtype, np.floating)):
+        raise InputError(f"{path}: '{variable}' has non-numeric type {configs.dtype}")
+    if configs.shape[0] == 0:
+        raise InputError(f"{path} is empty (no samples)")
+    if ds.attrs.get("complete") is False:
+        raise InputError(f"{path} is incomplete; finish it (run the same command again) before analysing it")
+    if label is None:
+        label = Path(path).stem if path != "<memory>" else variable
+    return Source(label=label, configs=configs, attrs=dict(ds.attrs), path=path, project=project,
+                  meta={"variable": variable, "dtype": str(configs.dtype)})
+
+
+def default_sizes(L: int) -> list[int]:
+    """Patch sizes 1, 2, 4, ... below L/2."""
+    return [2**p for p in range(int(math.log2(L)) + 1) if 2**p < L / 2]
+
+
+def default_kappa4_window(L: int) -> tuple[float, float]:
+    """Patch sizes used for the kappa4 exponent fits: 2 <= l <= L/4 (l = 1 is a lattice-scale square)."""
+    return 2.0, L / 4
+
+
+def default_k_window(L: int) -> tuple[float, float]:
+    """Spectrum fit range pi * [4, L/4] in |k|: above the lowest modes, lattice wavenumber q = k/L <= pi/4."""
+    return 4.0 * np.pi, np.pi * L / 4
+
+
+def block_edges(n: int, chains: int, tau_samples: float, max_blocks: int = MAX_BLOCKS) -> np.ndarray:
+    """Edges of contiguous jackknife blocks of whole rounds, each at least 2 tau_int rounds long."""
+    chains = max(int(chains), 1)
+    rounds = -(-n // chains)
+    n_blocks = min(n_blocks_for(rounds, int(math.ceil(2 * tau_samples)), max_blocks), rounds)
+    if n_blocks < 2:
+        raise InputError(f"{n} samples are too few for jackknife error bars; need at least {2 * chains}")
+    return np.minimum(np.linspace(0, rounds, n_blocks + 1).astype(np.int64) * chains, n)
+
+
+@njit(cache=True)
+def _add_rows(acc, block, rows):
+    """acc[block[s]] += rows[s] for s in order (fixed summation order for any chunking)."""
+    for s in range(rows.shape[0]):
+        b = block[s]
+        for k in range(rows.shape[1]):
+            acc[b, k] += rows[s, k]
+
+
+class BlockSums:
+    """Per-block sums of every primitive of one source."""
+
+    def __init__(self, edges: np.ndarray, L: int, sizes: np.ndarray, J: float = 1.0, with_spectrum: bool = True):
+        B = len(edges) - 1
+        self.edges, self.counts = edges, np.diff(edges)
+        self.sizes, self.L, self.J = sizes, L, J
+        self.corner = np.zeros((B, sizes.size * 10))
+        self.pairs = np.zeros((B, 1 + L // 2 + 1))  # site mean, then pair means for r = 0..L//2
+        self.moments = np.zeros((B, 5))
+        self.modes = np.zeros((B, 2 * L * L)) if with_spectrum else None  # DCT X and X^2 per mode
+        self.e, self.m = [], []
+
+    def add(self, start: int, x: np.ndarray) -> None:
+        """Add samples start, start+1, ... (x: (n, L, L), already projected)."""
+        n = x.shape[0]
+        block = np.searchsorted(self.edges, np.arange(start, start + n), side="right") - 1
+        _add_rows(self.corner, block, corner_means(x, self.sizes).reshape(n, -1))
+        site, pairs = pair_means(x)
+        _add_rows(self.pairs, block, np.concatenate([site[:, None], pairs], axis=1))
+        e, m = energy_magnetization(site, pairs, self.J)
+        _add_rows(self.moments, block, moment_primitives(e, m))
+        self.e.append(e)
+        self.m.append(m)
+        if self.modes is not None:
+            step = max(1, DCT_BYTES // (8 * self.L * self.L))
+            for i in range(0, n, step):
+                X = spectrum.dct2(x[i:i + step].astype(np.float64)).reshape(-1, self.L * self.L)
+                _add_rows(self.modes, block[i:i + step], np.concatenate([X, X * X], axis=1))
+
+
+def _project(x: np.ndarray, project: str, where: str) -> np.ndarray:
+    """Apply the projection; integer data must already be +-1 spins."""
+    if np.issubdtype(x.dtype, np.integer):
+        if project == "sign" and np.any(np.abs(x) != 1):
+            raise InputError(f"{where} holds integer values other than +-1; it is not a spin store "
+                             f"(use --project none for other integer data)")
+        return x
+    if not np.all(np.isfinite(x)):
+        raise InputError(f"{where} contains NaN or infinite values")
+    return np.where(x >= 0, 1, -1).astype(np.int8) if project == "sign" else x
+
+
+def _read_step(configs: xr.DataArray) -> int:
+    """Samples per read: whole storage (or dask) chunks, about READ_BYTES of raw data."""
+    chunk = None
+    if configs.chunks:
+        chunk = max(configs.chunks[0])
+    else:
+        enc = configs.encoding.get("preferred_chunks", {}).get(configs.dims[0]) or \
+            (configs.encoding.get("chunks") or [None])[0]
+        chunk = enc
+    per_sample = configs.dtype.itemsize * configs.shape[1] * configs.shape[2]
+    step = max(1, READ_BYTES // per_sample)
+    if chunk:
+        step = max(int(chunk), step // int(chunk) * int(chunk))
+    return step
+
+
+def reduce_source(src: Source, sizes: np.ndarray, edges: np.ndarray, with_spectrum: bool, bar=None) -> BlockSums:
+    """Stream one source through BlockSums."""
+    acc = BlockSums(edges, src.L, sizes, J=float(src.attrs.get("J", 1.0)), with_spectrum=with_spectrum)
+    step = _read_step(src.configs)
+    for start in range(0, src.n, step):
+        x = np.asarray(src.configs[start:start + step].values)
+        acc.add(start, _project(x, src.project, src.path))
+        if bar is not None:
+            bar.update(x.shape[0])
+    return acc
+
+
+def _kappa4_estimates(mean: np.ndarray, sizes: np.ndarray, L: int, window) -> np.ndarray:
+    """kappa4 per size, then its plain log-log slope and its exponent with the l/L correction."""
+    k4 = kappa4_from_means(expand_corner_means(mean.reshape(sizes.size, 10)))
+    slope = power_law_exponent(sizes, k4, window)[0]
+    exponent = power_law_exponent(sizes, k4, window, correction=lambda l: l / L)[0]
+    return np.concatenate([k4, [slope, exponent]])
+
+
+def _spectrum_estimates(mean: np.ndarray, L: int, window) -> np.ndarray:
+    """Radial spectrum (ddof = 0 per-mode variance), the SKILD fit (C, alpha, k0sq), and 2 - eta with the 1/k term."""
+    X, X2 = mean[: L * L], mean[L * L:]
+    k, S_k, counts = spectrum.radial_spectrum((X2 - X * X).reshape(L, L))
+    try:
+        fit = spectrum.fit_power_law(k, S_k, k_range=window, counts=counts)
+        params = [fit.C, fit.alpha, fit.k0sq]
+    except (ValueError, RuntimeError):
+        params = [np.nan] * 3
+    exponent = -power_law_exponent(k, S_k, window, correction=lambda kk: 1.0 / kk, weights=counts)[0]
+    return np.concatenate([S_k, params, [exponent]])
+
+
+def source_estimates(acc: BlockSums, beta: float, kappa4_window, k_window) -> dict:
+    """Every estimate of one source as name -> (value, jackknife error)."""
+    counts, sizes, L = acc.counts, acc.sizes, acc.L
+    out = {}
+    values, errors = jackknife(acc.corner, counts, lambda m: _kappa4_estimates(m, sizes, L, kappa4_window))
+    out["kappa4"] = (values[:-2], errors[:-2])
+    out["kappa4_slope"] = (values[-2], errors[-2])
+    out["kappa4_exponent"] = (values[-1], errors[-1])
+    out["G"] = jackknife(acc.pairs, counts, lambda m: G_from_means(m[0], m[1:]))
+    values, errors = jackknife(acc.moments, counts, lambda m: moment_estimates(m, beta, L * L))
+    out.update({name: (values[i], errors[i]) for i, name in enumerate(MOMENT_NAMES)})
+    if acc.modes is not None:
+        values, errors = jackknife(acc.modes, counts, lambda m: _spectrum_estimates(m, L, k_window))
+        out["spectrum"] = (values[:-4], errors[:-4])
+        for i, name in enumerate(("spectrum_C", "spectrum_alpha", "spectrum_k0sq", "spectrum_exponent")):
+            out[name] = (values[-4 + i], errors[-4 + i])
+    return out
+
+
+def measured_tau(acc: BlockSums, chains: int) -> float:
+    """tau_int (in rounds) of the per-sample e and |m| series, each chain separately, the larger."""
+    e, m = np.concatenate(acc.e), np.abs(np.concatenate(acc.m))
+    chains = max(int(chains), 1)
+    rounds = e.size // chains
+    if rounds < 4:
+        return 0.5
+    shape = (rounds, chains)
+    return max(tau_int(e[: rounds * chains].reshape(shape).T)[0], tau_int(m[: rounds * chains].reshape(shape).T)[0])
+
+
+def correlators(inputs, sizes=None, labels=None, project: str = "sign", kappa4_window=None, k_window=None,
+                with_spectrum: bool = True, progress: bool = True) -> xr.Dataset:
+    """kappa4(l), G(r), moments and spectrum of each input (store path, Dataset or DataArray).
+
+    The first input is the reference (truth).  Returns a Dataset over dims (source, patch_size),
+    (source, r), (source, k) and (source,), every estimate `X` with its jackknife error `X_err`.
+    """
+    inputs = list(inputs)
+    if not inputs:
+        raise InputError("give at least one store to analyse")
+    if labels is not None and len(labels) != len(inputs):
+        raise InputError(f"got {len(labels)} labels for {len(inputs)} stores; give one --label per store")
+    sources = [open_source(obj, None if labels is None else labels[i], project) for i, obj in enumerate(inputs)]
+    if labels is None and len({s.label for s in sources}) < len(sources):
+        for s in sources:
+            s.label = s.path
+    if len({s.label for s in sources}) < len(sources):
+        raise InputError(f"source labels must be distinct, got {[s.label for s in sources]}")
+    Ls = {s.L for s in sources}
+    if len(Ls) > 1:
+        raise InputError(f"all stores must have the same lattice size, got L = {sorted(Ls)}")
+    L = Ls.pop()
+    sizes = np.asarray(default_sizes(L) if sizes is None else sizes, dtype=np.int64)
+    try:
+        sizes = check_sizes(sizes, L)
+    except ValueError:
+        raise InputError(f"patch sizes must lie between 0 and L - 1 = {L - 1}, got {sizes.tolist()}") from None
+    kappa4_window = tuple(map(float, default_kappa4_window(L) if kappa4_window is None else kappa4_window))
+    k_window = tuple(map(float, default_k_window(L) if k_window is None else k_window))
+    beta_ref = next((b for b in map(_source_beta, sources) if b is not None), np.nan)
+
+    results = []
+    bar = tqdm(total=sum(s.n for s in sources), unit="sample", disable=not progress, dynamic_ncols=True)
+    with bar:
+        for src in sources:
+            bar.set_description(src.label)
+            chains = int(src.attrs.get("chains", 1))
+            recorded = src.attrs.get("tau_int_samples")
+            tau = 0.5 if recorded is None else float(recorded)
+            edges = block_edges(src.n, chains, tau)
+            acc = reduce_source(src, sizes, edges, with_spectrum, bar)
+            beta = _source_beta(src)
+            results.append(source_estimates(acc, beta_ref if beta is None else beta, kappa4_window, k_window))
+            tau_measured = measured_tau(acc, chains)
+            if recorded is None and np.min(acc.counts) < 2 * tau_measured * chains:
+                warnings.warn(f"{src.label}: jackknife blocks of {np.min(acc.counts)} samples are shorter than "
+                              f"2 tau_int = {2 * tau_measured:.1f} rounds measured on e and |m|; errors may be low",
+                              BlockingWarning, stacklevel=2)
+            src.meta.update(chains=chains, beta=beta, n_blocks=len(edges) - 1, block_min=int(np.min(acc.counts)),
+                            tau_int_samples=tau, tau_int_measured=tau_measured,
+                            tau_origin="store attribute tau_int_samples" if recorded is not None
+                            else "not recorded; samples taken as independent")
+
+    k = spectrum.radial_spectrum(np.zeros((L, L)))[0] if with_spectrum else None
+    config = {"sizes": sizes.tolist(), "project": project, "kappa4_window": kappa4_window, "k_window": k_window,
+              "with_spectrum": with_spectrum, "labels": [s.label for s in sources], "paths": [s.path for s in sources]}
+    return _assemble(sources, results, sizes, L, k, config)
+
+
+def _source_beta(src: Source) -> float | None:
+    if "beta" in src.attrs:
+        return float(src.attrs["beta"])
+    if "T" in src.attrs:
+        return 1.0 / float(src.attrs["T"])
+    return None
+
+
+_ATTRS = {
+    "kappa4": {"long_name": "joint fourth cumulant of the corner spins of an l x l square"},
+    "kappa4_slope": {"long_name": "slope p of a plain power law |kappa4| ~ l^p over kappa4_window"},
+    "kappa4_exponent": {"long_name": "p in |kappa4| ~ l^p (1 + c l/L) over kappa4_window (expect -1/2)"},
+    "G": {"long_name": "connected two-point function along the axes"},
+    "spectrum": {"long_name": "radial average of the per-mode variance in the orthonormal DCT-II basis"},
+    "spectrum_C": {"long_name": "C of the fit S(k) = C (k^2 + k0^2)^-alpha over k_window"},
+    "spectrum_alpha": {"long_name": "alpha of the fit S(k) = C (k^2 + k0^2)^-alpha over k_window"},
+    "spectrum_k0sq": {"long_name": "k0^2 of the fit S(k) = C (k^2 + k0^2)^-alpha over k_window"},
+    "spectrum_exponent": {"long_name": "x in S(k) ~ k^-x (1 + b/k) over k_window (expect 2 - eta = 7/4)"},
+    **MOMENT_ATTRS,
+}
+
+
+def _assemble(sources, results, sizes, L, k, config) -> xr.Dataset:
+    """Stack per-source estimates into the output Dataset."""
+    coords = {"source": np.array([s.label for s in sources], dtype=object), "patch_size": sizes,
+              "r": np.arange(L // 2 + 1)}
+    dims = {"kappa4": ("source", "patch_size"), "kappa4_slope": ("source",), "kappa4_exponent": ("source",),
+            "G": ("source", "r")}
+    dims.update({name: ("source",) for name in MOMENT_NAMES})
+    if k is not None:
+        coords["k"] = k
+        dims["spectrum"] = ("source", "k")
+        dims.update({name: ("source",) for name in ("spectrum_C", "spectrum_alpha", "spectrum_k0sq",
+                                                    "spectrum_exponent")})
+    data = {}
+    for name, d in dims.items():
+        data[name] = (d, np.stack([np.asarray(res[name][0]) for res in results]), _ATTRS[name])
+        data[name + "_err"] = (d, np.stack([np.asarray(res[name][1]) for res in results]),
+                               {"long_name": f"jackknife standard error of {name}"})
+    per_source = {
+        "n_samples": ([s.n for s in sources], {"long_name": "configurations analysed"}),
+        "n_blocks": ([s.meta["n_blocks"] for s in sources], {"long_name": "jackknife blocks, contiguous in Monte Carlo time"}),
+        "block_min": ([s.meta["block_min"] for s in sources], {"long_name": "samples in the shortest block"}),
+        "tau_int_samples": ([s.meta["tau_int_samples"] for s in sources],
+                            {"long_name": "tau_int (rounds of saved samples) used to size the blocks"}),
+        "tau_int_measured": ([s.meta["tau_int_measured"] for s in sources],
+                             {"long_name": "tau_int (rounds) of the analysed e and |m| series"}),
+    }
+    for name, (values, attrs) in per_source.items():
+        data[name] = (("source",), np.asarray(values), attrs)
+    data["path"] = (("source",), np.array([s.path for s in sources], dtype=object), {"long_name": "input store"})
+    ds = xr.Dataset(data, coords=coords)
+    ds.patch_size.attrs.update(long_name="patch side l", units="lattice spacings")
+    ds.r.attrs.update(long_name="distance along an axis", units="lattice spacings")
+    if k is not None:
+        ds.k.attrs.update(long_name="|k| = pi sqrt(u^2 + v^2), bin mean", units="1/(lattice side)")
+    provenance = [{"label": s.label, "path": s.path, **{key: s.meta[key] for key in
+                   ("variable", "dtype", "chains", "beta", "tau_origin")}, "store_attrs": _jsonable(s.attrs)}
+                  for s in sources]
+    ds.attrs.update({
+        "title": "connected four-point cumulants of corner spins, with companions (skild-phys correlators)",
+        "L": int(L),
+        "project": config["project"],
+        "reference_source": str(sources[0].label),
+        "kappa4_window": list(config["kappa4_window"]),
+        "k_window": list(config["k_window"]),
+        "kappa4_definition": "E[abcd] - sum_4 E[a]E[bcd] - sum_3 E[ab]E[cd] + 2 sum_6 E[a]E[b]E[cd] "
+                             "- 6 E[a]E[b]E[c]E[d]; a=s(i,j), b=s(i+l,j), c=s(i,j+l), d=s(i+l,j+l) mod L, "
+                             "means over all L^2 anchors and all samples",
+        "error_method": "delete-one-block jackknife; blocks contiguous in Monte Carlo time, >= 2 tau_int",
+        "config": json.dumps(config),
+        "sources": json.dumps(provenance),
+        "skild_phys_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    })
+    return ds
+
+
+def _jsonable(attrs: dict) -> dict:
+    return json.loads(json.dumps(attrs, default=str))
+
+
+def deviation_sigma(ds: xr.Dataset, name: str = "kappa4") -> xr.DataArray:
+    """(X_source - X_reference) / sqrt(err_source^2 + err_reference^2), reference = first source."""
+    ref = ds[name].isel(source=0)
+    ref_err = ds[name + "_err"].isel(source=0)
+    return (ds[name] - ref) / np.sqrt(ds[name + "_err"] ** 2 + ref_err**2)
+
+
+def format_table(ds: xr.Dataset) -> str:
+    """Terminal table: kappa4 per l and source with errors and deviation from the first source; fits; moments."""
+    labels = [str(s) for s in ds.source.values]
+    dev = deviation_sigma(ds)
+    width = 38
+
+    def row(head, cells):
+        return f"{head:<20}" + "".join(f"{cell:<{width}}" for cell in cells)
+
+    def value(name, s, fmt, scale=1.0):
+        return f"{scale * ds[name].values[s]:{fmt}} +- {abs(scale) * ds[name + '_err'].values[s]:.2g}"
+
+    lines = [row("kappa4(l)", [lab if s == 0 else f"{lab} (dev. from {labels[0]})" for s, lab in enumerate(labels)])]
+    for i, l in enumerate(ds.patch_size.values):
+        cells = []
+        for s in range(len(labels)):
+            cell = f"{ds.kappa4.values[s, i]:+.4e} +- {ds.kappa4_err.values[s, i]:.1e}"
+            cells.append(cell if s == 0 else f"{cell} ({dev.values[s, i]:+.1f} sig)")
+        lines.append(row(f"  l = {int(l)}", cells))
+    lo, hi = ds.attrs["kappa4_window"]
+    lines += ["", f"fits on {lo:g} <= l <= {hi:g}:",
+              row("  kappa4 ~ l^p", [value("kappa4_slope", s, "+.3f") for s in range(len(labels))]),
+              row("  ... (1 + c l/L)", [value("kappa4_exponent", s, "+.3f") + "  [-1/2]" for s in range(len(labels))])]
+    if "spectrum" in ds:
+        lo, hi = np.asarray(ds.attrs["k_window"]) / np.pi
+        lines += [f"spectrum fits on {lo:g} <= |k|/pi <= {hi:g}:",
+                  row("  2 alpha (SKILD)", [value("spectrum_alpha", s, ".3f", 2.0) for s in range(len(labels))]),
+                  row("  ... (1 + b/k)", [value("spectrum_exponent", s, ".3f") + "  [7/4]" for s in range(len(labels))])]
+    lines += ["", row("moments", labels)]
+    lines += [row(f"  {name}", [value(name, s, "+.5f") for s in range(len(labels))]) for name in MOMENT_NAMES]
+    return "\n".join(lines)
+
+
+def check_output_path(path, suffixes, what: str, overwrite: bool) -> Path:
+    """Validate an output path's extension and refuse to replace an existing file unless told."""
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        raise InputError(f"{what} {p} must end in {' or '.join(suffixes)}")
+    if p.exists() and not overwrite:
+        raise InputError(f"{p} already exists; pass --overwrite to replace it")
+    if not p.parent.exists():
+        raise InputError(f"directory {p.parent} does not exist")
+    return p
+
+
+def write_dataset(ds: xr.Dataset, path, overwrite: bool = False) -> Path:
+    """Write the result as NetCDF (.nc) or Zarr v3 (.zarr), chosen by extension."""
+    p = check_output_path(path, (".nc", ".zarr"), "output", overwrite)
+    if p.suffix.lower() == ".nc":
+        ds.to_netcdf(p, mode="w", engine="netcdf4")
+    else:
+        ds.to_zarr(p, mode="w", zarr_format=3, consolidated=False)
+    return p
