@@ -68,10 +68,16 @@ class Basis:
         return cls("fourier", fourier_matrix(H), fourier_matrix(W), 2 * np.pi * np.sqrt(m**2 + n**2))
 
     @classmethod
+    def identity(cls, H: int, W: int | None = None) -> "Basis":
+        """Pixel basis with k = 1 everywhere: every mode is noised alike (white-noise DDPM baselines)."""
+        W = H if W is None else W
+        return cls("identity", np.eye(H), np.eye(W), np.ones((H, W)))
+
+    @classmethod
     def named(cls, name: str, H: int, W: int | None = None) -> "Basis":
-        """Basis by name: "dct" or "fourier"."""
-        if name not in ("dct", "fourier"):
-            raise ValueError(f"unknown basis {name!r}; choose 'dct' or 'fourier'")
+        """Basis by name: "dct", "fourier" or "identity"."""
+        if name not in ("dct", "fourier", "identity"):
+            raise ValueError(f"unknown basis {name!r}; choose 'dct', 'fourier' or 'identity'")
         return getattr(cls, name)(H, W)
 
     def _matrices(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

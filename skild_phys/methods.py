@@ -19,7 +19,7 @@ class Method:
 
     name: str
     resolve_config: Callable
-    objective: Callable | None  # None: the SKILD ε-MSE of train.train
+    objective: Callable  # config -> per-sample training loss, or None for the SKILD ε-MSE of train.train
     load: Callable  # (run, device) -> model with .config, .process, .eps_hat
     superres_start: Callable  # (model, dataset, factor, lowres) -> sample.StartSpec
 
@@ -29,10 +29,18 @@ def _skild() -> Method:
     from skild_phys.sample import superres_start
     from skild_phys.train import resolve_config
 
-    return Method("skild", resolve_config, None, load_model, superres_start)
+    return Method("skild", resolve_config, lambda config: None, load_model, superres_start)
 
 
-_METHODS = {"skild": _skild}
+def _sr3() -> Method:
+    from skild_phys import sr3
+    from skild_phys.model import load_model
+
+    return Method("sr3", sr3.resolve_config, lambda config: sr3.make_objective(config["factor"]), load_model,
+                  sr3.superres_start)
+
+
+_METHODS = {"skild": _skild, "sr3": _sr3}
 
 
 def get_method(name: str) -> Method:

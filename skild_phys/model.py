@@ -104,10 +104,11 @@ class TrainedModel:
     digest: str
     device: torch.device
 
-    def eps_hat(self, x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    def eps_hat(self, x: torch.Tensor, n: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Noise estimate in pixel space; the network runs in float32, the chain keeps x's dtype."""
         with torch.no_grad():
-            return self.net(x.to(torch.float32), n).to(x.dtype)
+            c = None if cond is None else cond.to(torch.float32)
+            return self.net(x.to(torch.float32), n, c).to(x.dtype)
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -43,11 +43,15 @@ class StartSpec:
     n_start: int
     state: Callable  # (indices, generators) -> X_start (B, C, H, W) float64 on the model device
     source_index: Callable = lambda idx: np.full(len(idx), -1, dtype=np.int64)
+    cond: Callable | None = None  # (indices) -> conditioning input of the batch (conditional baselines)
 
 
 def generation_start(model: TrainedModel) -> StartSpec:
     """Generation: n = N, X_N = √((1−ᾱ_N) S0) z."""
     sch = model.config["schedule"]
+    if model.config.get("model", "skild") != "skild":
+        raise InputError(f"a {model.config['model']} checkpoint is a conditional super-resolution model; "
+                         "use `superres` with it, not `generate`")
     if sch["k_c"] <= 0:
         raise InputError("this checkpoint's schedule has k_c = 0: the DC mode is never noised, so it cannot "
                          "generate from noise; train with --k-c > 0 (the auto preset uses k_c = pi)")
@@ -153,7 +157,9 @@ def run_sampler(out, model: TrainedModel, start: StartSpec, n_samples: int, attr
             idx = np.arange(done, min(done + batch, n_samples))
             seeds = sample_seeds(seed, idx)
             gens = per_sample_generators(seeds)
-            X = reverse_chain(model.process, model.eps_hat, start.state(idx, gens), chain_steps, gens, variance=variance)
+            cond = None if start.cond is None else start.cond(idx)
+            X = reverse_chain(model.process, lambda x, n: model.eps_hat(x, n, cond), start.state(idx, gens),
+                              chain_steps, gens, variance=variance)
             x = model.process.basis.inverse(X)[:, 0].cpu().numpy()
             spins = np.where(x >= 0, 1, -1).astype(np.int8)
             arrays = {"spins": spins, "energy": energy_per_spin(spins), "magnetization": spins.mean(axis=(1, 2)),

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-SCHEDULE_KINDS = ("linear", "log_linear")
+SCHEDULE_KINDS = ("linear", "log_linear", "cosine")
+COSINE_ALPHA_BAR_MIN = 1e-8  # floor on ᾱ of the cosine schedule, whose ᾱ(1) = 0 exactly
 
 
 def lam_linear(t, lam_i: float, lam_f: float, theta: float):
@@ -27,9 +28,22 @@ def lam_log_linear(t, lam_i: float, lam_f: float):
     return t * 10.0 ** (lam_i + (lam_f - lam_i) * t)
 
 
+def lam_cosine(t, s: float):
+    """White-noise DDPM cosine schedule as λ(t) = −ln ᾱ(t), ᾱ(t) = cos²(π/2 (t+s)/(1+s)) / cos²(π/2 s/(1+s)).
+
+    With k_eff² = 1 for every mode this is the SR3/improved-DDPM process (Nichol & Dhariwal
+    2021, Eq. 17); ᾱ is floored at COSINE_ALPHA_BAR_MIN so λ(1) stays finite.
+    """
+    f = np.cos(np.pi / 2 * (np.asarray(t) + s) / (1 + s)) ** 2 / np.cos(np.pi / 2 * s / (1 + s)) ** 2
+    return -np.log(np.maximum(f, COSINE_ALPHA_BAR_MIN))
+
+
 @dataclass(frozen=True)
 class Schedule:
-    """A SKILD schedule: λ(t) of the given kind, IR cutoff k_c, SNR threshold τ, N steps."""
+    """A SKILD schedule: λ(t) of the given kind, IR cutoff k_c, SNR threshold τ, N steps.
+
+    For kind "cosine" (the white-noise baseline) theta is the cosine offset s.
+    """
 
     kind: str
     lam_i: float
@@ -42,8 +56,8 @@ class Schedule:
     def __post_init__(self):
         if self.kind not in SCHEDULE_KINDS:
             raise ValueError(f"unknown schedule kind {self.kind!r}; choose one of {SCHEDULE_KINDS}")
-        if self.kind == "linear" and self.theta is None:
-            raise ValueError("the linear schedule needs theta")
+        if self.kind in ("linear", "cosine") and self.theta is None:
+            raise ValueError(f"the {self.kind} schedule needs theta")
         if self.N < 1 or self.tau <= 0 or self.k_c < 0:
             raise ValueError("need N ≥ 1, tau > 0 and k_c ≥ 0")
 
@@ -52,6 +66,8 @@ class Schedule:
         t = np.asarray(t, dtype=np.float64)
         if self.kind == "linear":
             return lam_linear(t, self.lam_i, self.lam_f, self.theta)
+        if self.kind == "cosine":
+            return lam_cosine(t, self.theta)
         return lam_log_linear(t, self.lam_i, self.lam_f)
 
     def lam_n(self) -> np.ndarray:

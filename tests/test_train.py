@@ -191,3 +191,38 @@ def test_train_refuses_existing_run_and_missing_resume(tmp_path, trained_run, st
     assert "--resume" in msg
     msg = _one_line_error(_cli("train", "--data", store16, "--out", tmp_path / "fresh", "--steps", 2, "--resume"))
     assert "nothing to resume" in msg
+
+
+def test_sr3_baseline_is_white_cosine_ddpm():
+    import math
+
+    from skild_phys.basis import Basis
+    from skild_phys.process import Process
+    from skild_phys.schedule import Schedule
+    from skild_phys.sr3 import COSINE_OFFSET, condition
+
+    H, N, s = 8, 1000, COSINE_OFFSET
+    process = Process(Basis.identity(H), Schedule("cosine", 0.0, 0.0, theta=s), torch.ones(H, H))
+    for n in (1, 250, 500, 999):
+        ab = process.alpha_bar(n)
+        expected = math.cos(math.pi / 2 * (n / N + s) / (1 + s)) ** 2 / math.cos(math.pi / 2 * s / (1 + s)) ** 2
+        torch.testing.assert_close(ab, torch.full((H, H), expected, dtype=torch.float64), rtol=1e-12, atol=0)
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    c = condition(x, 2)
+    assert c.shape == x.shape and float(c[0, 0, 0, 0]) == float(c[0, 0, 1, 1]) == (0 + 1 + 4 + 5) / 4
+
+
+def test_sr3_trains_and_super_resolves(tmp_path, store16):
+    run = tmp_path / "sr3"
+    r = _cli("train", "--model", "sr3", "--data", store16, "--out", run, "--steps", 4, "--batch", 4, "--factor", 4,
+             "--quiet", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "sr3.zarr"
+    r = _cli("superres", "--checkpoint", run, "--data", store16, "--factor", 4, "--samples", 2, "--steps", 5,
+             "--out", out, "--quiet", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert xr.open_zarr(out).attrs["start_step"] == 1000
+    assert "conditional" in _one_line_error(_cli("generate", "--checkpoint", run, "--samples", 2,
+                                                 "--out", tmp_path / "g.zarr"))
+    assert "factor 4" in _one_line_error(_cli("superres", "--checkpoint", run, "--data", store16, "--factor", 2,
+                                              "--out", tmp_path / "x.zarr"))

@@ -41,13 +41,14 @@ def _set_threads(threads):
 @click.option("--checkpoint-every", type=int, default=250, help="Steps between checkpoints.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its resume checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
-@click.option("--model", "model_kind", default="skild", type=click.Choice(["skild"]), help="Method to train.")
+@click.option("--model", "model_kind", default="skild", type=click.Choice(["skild", "sr3"]),
+              help="Method: SKILD, or the SR3 conditional DDPM baseline (block-mean input at --factor).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_device
 @_threads
 def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, size, steps, batch, lr, warmup,
           ema_decay, seed, no_augment, checkpoint_every, resume, overwrite, model_kind, quiet, device, threads):
-    """Train a diffusion model on a configuration store or image set.
+    """Train a diffusion model (SKILD, or the SR3 baseline) on a configuration store or image set.
 
     Writes RUN/model.pt (EMA weights for sampling), RUN/resume.pt (full training state),
     RUN/config.json and RUN/log.jsonl. Ctrl-C saves a resume checkpoint; rerun with --resume.
@@ -66,7 +67,7 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
     run_dir = prepare_run_dir(run, resume=resume, overwrite=overwrite)
     try:
         record = run_training(run_dir, dataset, config, S0, resume=resume, progress=not quiet,
-                              log=lambda m: click.echo(m, err=True), objective=method.objective)
+                              log=lambda m: click.echo(m, err=True), objective=method.objective(config))
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; state saved, continue with the same command plus --resume") from None
     click.echo(f"trained to step {config['train']['steps']}: loss {record.get('loss', float('nan')):.4f}; "
