@@ -42,6 +42,8 @@ def main():
 _COMMAND_MODULES = [
     "simulate",
     "model",
+    "correlators",
+    "workflow",
 ]
 
 for _name in _COMMAND_MODULES:
