@@ -8,6 +8,7 @@ two-point function gives S(k) ∝ k^(−(2−η)) = k^(−7/4) in the scaling ra
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -125,7 +126,8 @@ def fit_power_law(k, S_k, k_range=None, counts=None, k0sq: float | None = None) 
 
     counts (modes per bin) weight the bins: a bin mean of `counts` modes has relative error
     ∝ 1/√counts.  Errors are rescaled by the fit residuals (absolute_sigma=False).
-    With `k0sq` given, k0² is held fixed (error 0) and only C, α are fitted.
+    With `k0sq` given, k0² is held fixed (error 0) and only C, α are fitted.  Errors are
+    inf where the fit cannot determine them.
     """
     k = np.asarray(k, dtype=np.float64)
     S_k = np.asarray(S_k, dtype=np.float64)
@@ -155,9 +157,12 @@ def fit_power_law(k, S_k, k_range=None, counts=None, k0sq: float | None = None) 
 
         p0 = [intercept, -slope]
         bounds = (-np.inf, np.inf)
-    p, cov = scipy.optimize.curve_fit(model, x, y, p0=p0, sigma=sigma, absolute_sigma=False,
-                                      bounds=bounds, maxfev=20000)
-    err = np.sqrt(np.clip(np.diag(cov), 0.0, np.inf))
+    with warnings.catch_warnings():
+        # A degenerate window (e.g. k0² pinned at 0) leaves the covariance undefined: errors become inf.
+        warnings.simplefilter("ignore", scipy.optimize.OptimizeWarning)
+        p, cov = scipy.optimize.curve_fit(model, x, y, p0=p0, sigma=sigma, absolute_sigma=False,
+                                          bounds=bounds, maxfev=20000)
+    err = np.sqrt(np.clip(np.nan_to_num(np.diag(cov), nan=np.inf), 0.0, np.inf))
     C = float(np.exp(p[0]))
     return PowerLawFit(
         C=C, alpha=float(p[1]), k0sq=float(p[2]) if k0sq is None else float(k0sq),

@@ -1,0 +1,42 @@
+"""The data spectrum S0 for the SKILD process: transform in torch, accumulate and fit with `analysis.spectrum`."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from analysis.spectrum import ModeVariance, PowerLawFit, fit_power_law, radial_spectrum
+from skild_phys.basis import Basis
+
+
+def mode_variance(batches: Iterable[torch.Tensor], basis: Basis) -> ModeVariance:
+    """Per-mode mean and variance of basis coefficients over batches of pixels (B, C, H, W) or (B, H, W)."""
+    acc = ModeVariance()
+    for x in batches:
+        X = basis.forward(torch.as_tensor(x).to(torch.float64))
+        acc.update(X.cpu().numpy())
+    if acc.count < 2:
+        raise ValueError("need at least two samples to estimate a spectrum")
+    return acc
+
+
+def fit_S0(S: np.ndarray, basis: Basis, k_range=None) -> PowerLawFit:
+    """Power-law fit C (k² + k0²)^(−α) to the radially binned per-mode spectrum S, averaged over channels."""
+    S = np.asarray(S, dtype=np.float64)
+    if S.ndim == 3:
+        S = S.mean(axis=0)
+    k, S_k, counts = radial_spectrum(S, k=basis.k.numpy())
+    return fit_power_law(k, S_k, k_range=k_range, counts=counts)
+
+
+def S0_from_fit(fit: PowerLawFit, basis: Basis) -> torch.Tensor:
+    """S0 = C (k² + k0²)^(−α) on the basis grid (H, W), float64.
+
+    With k0² = 0 the DC mode takes the value at the lowest non-zero |k| instead of infinity.
+    """
+    k = basis.k.clone()
+    if fit.k0sq == 0:
+        k[k == 0] = float(k[k > 0].min())
+    return torch.as_tensor(fit(k.numpy()))
