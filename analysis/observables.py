@@ -106,7 +106,8 @@ def default_sizes(L: int) -> list[int]:
 
 
 def default_kappa4_window(L: int) -> tuple[float, float]:
-    """Patch sizes used for the kappa4 exponent fits: 2 <= l <= L/4 (l = 1 is a lattice-scale square)."""
+    """Patch sizes for the kappa4 exponent fits, 2 <= l <= L/4: l = 1 carries lattice corrections,
+    and beyond L/4 the finite-size function is no longer quadratic in l/L."""
     return 2.0, L / 4
 
 
@@ -121,7 +122,7 @@ def block_edges(n: int, chains: int, tau_samples: float, max_blocks: int = MAX_B
     rounds = -(-n // chains)
     n_blocks = min(n_blocks_for(rounds, int(math.ceil(2 * tau_samples)), max_blocks), rounds)
     if n_blocks < 2:
-        raise InputError(f"{n} samples are too few for jackknife error bars; need at least {2 * chains}")
+        raise ValueError(f"need at least {2 * chains} samples ({chains} chains) for jackknife error bars, got {n}")
     return np.minimum(np.linspace(0, rounds, n_blocks + 1).astype(np.int64) * chains, n)
 
 
@@ -209,7 +210,7 @@ def _kappa4_estimates(mean: np.ndarray, sizes: np.ndarray, L: int, window) -> np
     """kappa4 per size, then its plain log-log slope and its exponent with the l/L correction."""
     k4 = kappa4_from_means(expand_corner_means(mean.reshape(sizes.size, 10)))
     slope = power_law_exponent(sizes, k4, window)[0]
-    exponent = power_law_exponent(sizes, k4, window, correction=lambda l: l / L)[0]
+    exponent = power_law_exponent(sizes, k4, window, corrections=(lambda l: l / L, lambda l: (l / L) ** 2))[0]
     return np.concatenate([k4, [slope, exponent]])
 
 
@@ -222,7 +223,7 @@ def _spectrum_estimates(mean: np.ndarray, L: int, window) -> np.ndarray:
         params = [fit.C, fit.alpha, fit.k0sq]
     except (ValueError, RuntimeError):
         params = [np.nan] * 3
-    exponent = -power_law_exponent(k, S_k, window, correction=lambda kk: 1.0 / kk, weights=counts)[0]
+    exponent = -power_law_exponent(k, S_k, window, corrections=(lambda kk: 1.0 / kk,), weights=counts)[0]
     return np.concatenate([S_k, params, [exponent]])
 
 
@@ -295,7 +296,10 @@ def correlators(inputs, sizes=None, labels=None, project: str = "sign", kappa4_w
             chains = int(src.attrs.get("chains", 1))
             recorded = src.attrs.get("tau_int_samples")
             tau = 0.5 if recorded is None else float(recorded)
-            edges = block_edges(src.n, chains, tau)
+            try:
+                edges = block_edges(src.n, chains, tau)
+            except ValueError as err:
+                raise InputError(f"{src.path}: {err}") from None
             acc = reduce_source(src, sizes, edges, with_spectrum, bar)
             beta = _source_beta(src)
             results.append(source_estimates(acc, beta_ref if beta is None else beta, kappa4_window, k_window))
@@ -326,7 +330,7 @@ def _source_beta(src: Source) -> float | None:
 _ATTRS = {
     "kappa4": {"long_name": "joint fourth cumulant of the corner spins of an l x l square"},
     "kappa4_slope": {"long_name": "slope p of a plain power law |kappa4| ~ l^p over kappa4_window"},
-    "kappa4_exponent": {"long_name": "p in |kappa4| ~ l^p (1 + c l/L) over kappa4_window (expect -1/2)"},
+    "kappa4_exponent": {"long_name": "p in |kappa4| ~ l^p (1 + c1 l/L + c2 (l/L)^2) over kappa4_window (expect -1/2)"},
     "G": {"long_name": "connected two-point function along the axes"},
     "spectrum": {"long_name": "radial average of the per-mode variance in the orthonormal DCT-II basis"},
     "spectrum_C": {"long_name": "C of the fit S(k) = C (k^2 + k0^2)^-alpha over k_window"},
@@ -424,14 +428,14 @@ def format_table(ds: xr.Dataset) -> str:
             cells.append(cell if s == 0 else f"{cell} ({dev.values[s, i]:+.1f} sig)")
         lines.append(row(f"  l = {int(l)}", cells))
     lo, hi = ds.attrs["kappa4_window"]
-    lines += ["", f"fits on {lo:g} <= l <= {hi:g}:",
-              row("  kappa4 ~ l^p", [value("kappa4_slope", s, "+.3f") for s in range(len(labels))]),
-              row("  ... (1 + c l/L)", [value("kappa4_exponent", s, "+.3f") + "  [-1/2]" for s in range(len(labels))])]
+    lines += ["", f"kappa4 ~ l^p on {lo:g} <= l <= {hi:g} (expect p = -4 Delta_sigma = -1/2):"]
+    lines += [f"  {lab}: p = {value('kappa4_exponent', s, '+.4f')} with torus terms (1 + c1 l/L + c2 (l/L)^2); "
+              f"plain power law {value('kappa4_slope', s, '+.3f')}" for s, lab in enumerate(labels)]
     if "spectrum" in ds:
         lo, hi = np.asarray(ds.attrs["k_window"]) / np.pi
-        lines += [f"spectrum fits on {lo:g} <= |k|/pi <= {hi:g}:",
-                  row("  2 alpha (SKILD)", [value("spectrum_alpha", s, ".3f", 2.0) for s in range(len(labels))]),
-                  row("  ... (1 + b/k)", [value("spectrum_exponent", s, ".3f") + "  [7/4]" for s in range(len(labels))])]
+        lines += [f"spectrum on {lo:g} <= |k|/pi <= {hi:g} (critical Ising: 2 - eta = 7/4):"]
+        lines += [f"  {lab}: 2 alpha = {value('spectrum_alpha', s, '.4f', 2.0)} from C (k^2 + k0^2)^-alpha; "
+                  f"k^-x (1 + b/k): x = {value('spectrum_exponent', s, '.4f')}" for s, lab in enumerate(labels)]
     lines += ["", row("moments", labels)]
     lines += [row(f"  {name}", [value(name, s, "+.5f") for s in range(len(labels))]) for name in MOMENT_NAMES]
     return "\n".join(lines)

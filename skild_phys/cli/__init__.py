@@ -44,6 +44,7 @@ _COMMAND_MODULES = [
     "model",
     "correlators",
     "workflow",
+    "schedule",
 ]
 
 for _name in _COMMAND_MODULES:

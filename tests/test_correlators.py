@@ -1,0 +1,222 @@
+"""Correlators against exact enumeration, streaming invariance, the output Dataset and the CLI."""
+
+import json
+
+import dask.array
+import numpy as np
+import pytest
+import xarray as xr
+from click.testing import CliRunner
+
+from analysis import observables
+from analysis.correlation import pair_means
+from analysis.cumulants import CORNER_TERMS
+from analysis.observables import correlators, format_table, write_dataset
+from ising import exact
+from skild_phys.cli import main
+from tests.test_cumulants import joint_cumulant
+
+N_SIGMA = 4.0
+
+
+def brute_force_pairs(x):
+    """Per-sample <s(i,j) s(i+r,j)>/2 + <s(i,j) s(i,j+r)>/2 with explicit loops, r = 0..L//2."""
+    n, L, _ = x.shape
+    out = np.zeros((n, L // 2 + 1))
+    for s in range(n):
+        for r in range(L // 2 + 1):
+            total = 0.0
+            for i in range(L):
+                for j in range(L):
+                    total += x[s, i, j] * x[s, (i + r) % L, j] + x[s, i, j] * x[s, i, (j + r) % L]
+            out[s, r] = total / (2 * L * L)
+    return out
+
+
+def test_pair_kernel_matches_brute_force_twin():
+    rng = np.random.default_rng(4)
+    for L in (2, 3, 6, 9):
+        x = 0.3 + rng.normal(size=(3, L, L))
+        site, pairs = pair_means(x)
+        np.testing.assert_allclose(pairs, brute_force_pairs(x), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(site, x.mean(axis=(1, 2)), rtol=1e-12)
+
+
+# --------------------------------------------------------------------------------------
+# L = 4 at beta_c against exact enumeration of all 2^16 states
+# --------------------------------------------------------------------------------------
+
+
+def _exact_corner_moments(L, beta, l):
+    """Exact anchor-averaged means of the 15 corner products of the l x l square."""
+    def products(spins):
+        s = spins.astype(np.float64)
+        corner = {"a": s, "b": np.roll(s, -l, axis=1), "c": np.roll(s, -l, axis=2),
+                  "d": np.roll(s, (-l, -l), axis=(1, 2))}
+        return np.stack([np.prod([corner[v] for v in term], axis=0).mean(axis=(1, 2)) for term in CORNER_TERMS], 1)
+
+    return dict(zip(CORNER_TERMS, exact.exact_expectation(L, beta, products)))
+
+
+def _exact_G(L, beta):
+    def pairs(spins):
+        s = spins.astype(np.float64)
+        return np.stack([(s * (np.roll(s, -r, 1) + np.roll(s, -r, 2))).mean(axis=(1, 2)) / 2
+                         for r in range(L // 2 + 1)], 1)
+
+    return exact.exact_expectation(L, beta, pairs)  # <s> = 0 exactly, so this is connected
+
+
+@pytest.fixture(scope="module")
+def L4_result(ising_L4):
+    return correlators([ising_L4], sizes=[1, 2], progress=False)
+
+
+def test_L4_kappa4_matches_exact_enumeration(L4_result):
+    ds = L4_result
+    for p, l in enumerate([1, 2]):
+        truth = joint_cumulant(_exact_corner_moments(4, exact.BETA_C, l))
+        value, err = ds.kappa4.values[0, p], ds.kappa4_err.values[0, p]
+        assert truth < 0  # Lebowitz
+        assert abs(value - truth) < N_SIGMA * err, (l, value, err, truth)
+
+
+def test_L4_G_and_moments_match_exact_enumeration(L4_result):
+    ds = L4_result
+    G = _exact_G(4, exact.BETA_C)
+    assert G[0] == pytest.approx(1.0)
+    np.testing.assert_array_less(np.abs(ds.G.values[0] - G), N_SIGMA * ds.G_err.values[0] + 1e-12)
+    ex = exact.exact_moments(4, exact.BETA_C)
+    for name in ("e", "abs_m", "m2", "m4", "binder", "specific_heat"):
+        assert abs(ds[name].values[0] - ex[name]) < N_SIGMA * ds[name + "_err"].values[0], name
+
+
+def test_blocks_follow_the_recorded_autocorrelation_time(ising_L4, L4_result):
+    attrs = xr.open_zarr(ising_L4).attrs
+    ds = L4_result
+    assert ds.n_blocks.values[0] == 50
+    assert ds.block_min.values[0] >= 2 * attrs["tau_int_samples"] * attrs["chains"]
+    assert ds.block_min.values[0] % attrs["chains"] == 0
+
+
+# --------------------------------------------------------------------------------------
+# Streaming: the result depends on the data only, not on chunking, backend or dtype
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_spins():
+    rng = np.random.default_rng(5)
+    x = np.where(rng.random((203, 8, 8)) < 0.6, 1, -1).astype(np.int8)
+    return xr.DataArray(x, dims=("sample", "y", "x"), name="spins")
+
+
+def _numbers(ds):
+    return {name: ds[name].values for name in ds.data_vars if ds[name].dtype.kind == "f"}
+
+
+def test_chunking_and_dask_do_not_change_results(small_spins, monkeypatch, tmp_path):
+    kwargs = dict(sizes=[1, 2, 3], labels=["x"], progress=False)
+    ref = _numbers(correlators([small_spins], **kwargs))
+    monkeypatch.setattr(observables, "READ_BYTES", 7 * 64)  # 7 samples per read
+    monkeypatch.setattr(observables, "DCT_BYTES", 3 * 64 * 8)
+    small = _numbers(correlators([small_spins], **kwargs))
+    lazy = small_spins.copy(data=dask.array.from_array(small_spins.values, chunks=(17, 8, 8)))
+    via_dask = _numbers(correlators([lazy], **kwargs))
+    path = tmp_path / "spins.zarr"
+    small_spins.to_dataset().chunk({"sample": 50}).to_zarr(path, zarr_format=3, consolidated=False)
+    via_store = _numbers(correlators([xr.open_zarr(path, consolidated=False)], **kwargs))
+    for other in (small, via_dask, via_store):
+        for name in ref:
+            np.testing.assert_array_equal(other[name], ref[name], err_msg=name)
+
+
+def test_continuous_fields_project_to_sign(small_spins):
+    rng = np.random.default_rng(6)
+    field = small_spins.astype(np.float32) * rng.uniform(0.1, 2.0, size=small_spins.shape).astype(np.float32)
+    field.name = "field"
+    sign = correlators([small_spins, field], labels=["spins", "field"], sizes=[1, 2], progress=False)
+    for name in ("kappa4", "G", "binder"):
+        np.testing.assert_array_equal(sign[name].values[0], sign[name].values[1])
+    raw = correlators([field], sizes=[1, 2], project="none", progress=False)
+    assert not np.allclose(raw.kappa4.values[0], sign.kappa4.values[0])
+
+
+# --------------------------------------------------------------------------------------
+# Output Dataset, files, table
+# --------------------------------------------------------------------------------------
+
+
+def test_dataset_layout_and_round_trips(small_spins, tmp_path):
+    ds = correlators([small_spins, small_spins * 1.0], labels=["truth", "copy"], progress=False)
+    assert ds.kappa4.dims == ("source", "patch_size") and ds.G.dims == ("source", "r")
+    assert ds.spectrum.dims == ("source", "k")
+    assert list(ds.patch_size.values) == [1, 2] and list(ds.r.values) == list(range(5))
+    assert list(ds.source.values) == ["truth", "copy"]
+    for name in ("kappa4", "G", "e", "abs_m", "m2", "m4", "binder", "susceptibility", "spectrum_alpha"):
+        assert name + "_err" in ds and "long_name" in ds[name].attrs
+    assert json.loads(ds.attrs["config"])["sizes"] == [1, 2]
+    assert np.all(observables.deviation_sigma(ds).values[1] == 0)
+    assert "copy (dev. from truth)" in format_table(ds)
+    for suffix in (".nc", ".zarr"):
+        path = write_dataset(ds, tmp_path / f"out{suffix}")
+        opts = {"engine": "netcdf4"} if suffix == ".nc" else {"engine": "zarr", "consolidated": False}
+        back = xr.open_dataset(path, **opts).load()
+        xr.testing.assert_identical(back, ds)
+
+
+# --------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------
+
+
+def _store(path, x, name="spins", **attrs):
+    ds = xr.DataArray(x, dims=("sample", "y", "x"), name=name).to_dataset()
+    ds.attrs.update(attrs)
+    ds.to_zarr(path, zarr_format=3, consolidated=False)
+    return str(path)
+
+
+def test_cli_writes_dataset_plot_and_table(ising_L4, tmp_path):
+    out, fig = tmp_path / "k4.nc", tmp_path / "k4.png"
+    result = CliRunner().invoke(main, ["correlators", str(ising_L4), str(ising_L4), "--label", "truth",
+                                       "--label", "again", "--sizes", "1,2", "--out", str(out),
+                                       "--plot", str(fig), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "again (dev. from truth)" in result.output and "+0.0 sig" in result.output
+    ds = xr.open_dataset(out)
+    assert list(ds.patch_size.values) == [1, 2] and ds.sizes["source"] == 2
+    assert fig.stat().st_size > 10_000
+    again = CliRunner().invoke(main, ["correlators", str(ising_L4), "--out", str(out), "--quiet"])
+    assert again.exit_code == 2 and "--overwrite" in again.output
+
+
+def test_cli_rejects_bad_input_in_one_line(tmp_path):
+    rng = np.random.default_rng(7)
+    spins8 = _store(tmp_path / "a.zarr", np.where(rng.random((20, 8, 8)) < 0.5, 1, -1).astype(np.int8))
+    spins6 = _store(tmp_path / "b.zarr", np.ones((20, 6, 6), dtype=np.int8))
+    empty = _store(tmp_path / "empty.zarr", np.ones((0, 8, 8), dtype=np.int8))
+    other = tmp_path / "other.zarr"
+    xr.Dataset({"energy": ("sample", np.zeros(5))}).to_zarr(other, zarr_format=3, consolidated=False)
+    counts = _store(tmp_path / "counts.zarr", np.full((20, 8, 8), 3, dtype=np.int8))
+    unfinished = _store(tmp_path / "unfinished.zarr", np.ones((20, 8, 8), dtype=np.int8), complete=False)
+    out = str(tmp_path / "o.nc")
+    cases = {
+        "different L": [spins8, spins6, "--out", out],
+        "l >= L": [spins8, "--sizes", "1,8", "--out", out],
+        "empty": [empty, "--out", out],
+        "no spins": [str(other), "--out", out],
+        "not +-1": [counts, "--out", out],
+        "incomplete": [unfinished, "--out", out],
+        "missing": [str(tmp_path / "nope.zarr"), "--out", out],
+        "labels": [spins8, "--label", "a", "--label", "b", "--out", out],
+        "extension": [spins8, "--out", str(tmp_path / "o.txt")],
+        "plot extension": [spins8, "--out", out, "--plot", str(tmp_path / "o.gif")],
+        "sizes": [spins8, "--sizes", "1,x", "--out", out],
+    }
+    for case, args in cases.items():
+        result = CliRunner().invoke(main, ["correlators", *args, "--quiet"])
+        assert result.exit_code == 2, (case, result.output)
+        assert result.output.startswith("Error:") and result.output.count("\n") == 1, (case, result.output)
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "o.nc").exists()
