@@ -52,7 +52,7 @@ def test_start_step_convention():
 
 def test_invalid_schedules():
     with pytest.raises(ValueError):
-        Schedule("cosine", 1, 2)
+        Schedule("sigmoid", 1, 2)
     with pytest.raises(ValueError):
         Schedule("linear", 1, 2)
 
