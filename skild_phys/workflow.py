@@ -2,7 +2,8 @@
 
     [workflow]  name, out (output directory), description
     [vars]      values substituted into stage arguments as {name}; overridable from the CLI
-    [[stages]]  name, run (a skild-phys command), args (option -> value; "_" for positionals)
+    [[stages]]  name, run (a skild-phys command), args (option -> value; "_" for positionals),
+                after (optional: earlier stages it reads without naming their output)
 
 In argument strings, {out} is the workflow's output directory, {VAR} a variable and
 {STAGE} the `out` argument of an earlier stage, which makes that stage a dependency.  A
@@ -140,6 +141,10 @@ def load(path, overrides: dict | None = None) -> Workflow:
         if name in outs or name in names:
             raise InputError(f"{p}: stage name {name!r} is used twice or shadows a variable")
         deps: list[str] = []
+        for earlier in raw.get("after", []):  # ordering-only dependencies
+            if earlier not in digests:
+                raise InputError(f"{p}: stage {name!r} comes after unknown stage {earlier!r}")
+            deps.append(earlier)
         args = {k: _substitute(v, names, outs, deps) for k, v in raw.get("args", {}).items()}
         stage = Stage(name, run, args, deps)
         content = json.dumps({"run": run, "args": args, "deps": [digests[d] for d in deps]}, sort_keys=True)
