@@ -1,6 +1,5 @@
 """Spectrum code: streaming variance, radial binning, power-law fits, and the critical Ising G(k) ∝ k^−7/4."""
 
-import math
 
 import numpy as np
 import pytest
