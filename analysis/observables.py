@@ -1,4 +1,4 @@
-"""Correlator analysis of configuration stores: kappa4(l), G(r), moments and the DCT spectrum.
+"""Correlator analysis of configuration stores: kappa4(l), G(r), moments and the power spectrum.
 
 Each source is read once, chunk by chunk along `sample` (NumPy, Zarr-backed or dask-backed
 xarray), and reduced to per-block sums of primitive quantities; every estimate and its
@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +32,9 @@ from skild_phys.errors import InputError
 
 MAX_BLOCKS = 50
 READ_BYTES = 16 * 2**20  # raw bytes of configurations per read
-DCT_BYTES = 8 * 2**20  # float64 bytes per DCT batch
+TRANSFORM_BYTES = 8 * 2**20  # float64 bytes per spectrum-transform batch
 PROJECTIONS = ("sign", "none")
+SPECTRUM_BASES = ("dct", "fourier")
 
 
 class BlockingWarning(RuntimeWarning):
@@ -112,8 +112,12 @@ def default_kappa4_window(L: int) -> tuple[float, float]:
 
 
 def default_k_window(L: int) -> tuple[float, float]:
-    """Spectrum fit range pi * [4, L/4] in |k|: above the lowest modes, lattice wavenumber q = k/L <= pi/4."""
-    return 4.0 * np.pi, np.pi * L / 4
+    """Spectrum fit range in |k|: lattice wavenumber q = k/L in [pi/16, 5 pi/32] (k/pi in [8, 20] at L = 128).
+
+    Below it the finite-size suppression of S exceeds ~10%, above it the analytic lattice
+    background (S = A q^(-7/4) + B) exceeds ~2% (tests/test_spectrum.py uses the same window).
+    """
+    return np.pi * L / 16, np.pi * 5 * L / 32
 
 
 def block_edges(n: int, chains: int, tau_samples: float, max_blocks: int = MAX_BLOCKS) -> np.ndarray:
@@ -135,17 +139,43 @@ def _add_rows(acc, block, rows):
             acc[b, k] += rows[s, k]
 
 
+def spectrum_basis(name: str, L: int):
+    """(transform of a batch (n, L, L) to mode coefficients, |k| per mode) of the SKILD basis `name`.
+
+    "dct": orthonormal DCT-II, k = pi sqrt(u^2 + v^2) (the SKILD default).  "fourier": the
+    real periodic Fourier basis of skild_phys.basis, k = 2 pi sqrt(m^2 + n^2); on a torus its
+    mode variances are the structure factor.
+    """
+    if name == "dct":
+        return spectrum.dct2, spectrum.wavenumber_grid(L, L)
+    if name == "fourier":
+        from skild_phys.basis import fourier_frequency, fourier_matrix
+
+        A = fourier_matrix(L)
+        m = fourier_frequency(L).astype(np.float64)
+
+        def transform(x):
+            return ((A @ x).reshape(-1, L) @ A.T).reshape(x.shape)  # A x A^T, both products as plain GEMMs
+
+        return transform, 2 * np.pi * np.sqrt(m[:, None] ** 2 + m[None, :] ** 2)
+    raise InputError(f"spectrum basis must be one of {', '.join(SPECTRUM_BASES)}, got {name!r}")
+
+
 class BlockSums:
     """Per-block sums of every primitive of one source."""
 
-    def __init__(self, edges: np.ndarray, L: int, sizes: np.ndarray, J: float = 1.0, with_spectrum: bool = True):
+    def __init__(self, edges: np.ndarray, L: int, sizes: np.ndarray, J: float = 1.0, basis: str | None = "dct"):
         B = len(edges) - 1
         self.edges, self.counts = edges, np.diff(edges)
         self.sizes, self.L, self.J = sizes, L, J
         self.corner = np.zeros((B, sizes.size * 10))
         self.pairs = np.zeros((B, 1 + L // 2 + 1))  # site mean, then pair means for r = 0..L//2
         self.moments = np.zeros((B, 5))
-        self.modes = np.zeros((B, 2 * L * L)) if with_spectrum else None  # DCT X and X^2 per mode
+        self.basis = basis
+        self.modes = None
+        if basis is not None:
+            self.transform, self.k = spectrum_basis(basis, L)
+            self.modes = np.zeros((B, 2 * L * L))  # coefficients X and X^2 per mode
         self.e, self.m = [], []
 
     def add(self, start: int, x: np.ndarray) -> None:
@@ -160,9 +190,9 @@ class BlockSums:
         self.e.append(e)
         self.m.append(m)
         if self.modes is not None:
-            step = max(1, DCT_BYTES // (8 * self.L * self.L))
+            step = max(1, TRANSFORM_BYTES // (8 * self.L * self.L))
             for i in range(0, n, step):
-                X = spectrum.dct2(x[i:i + step].astype(np.float64)).reshape(-1, self.L * self.L)
+                X = self.transform(x[i:i + step].astype(np.float64)).reshape(-1, self.L * self.L)
                 _add_rows(self.modes, block[i:i + step], np.concatenate([X, X * X], axis=1))
 
 
@@ -180,13 +210,11 @@ def _project(x: np.ndarray, project: str, where: str) -> np.ndarray:
 
 def _read_step(configs: xr.DataArray) -> int:
     """Samples per read: whole storage (or dask) chunks, about READ_BYTES of raw data."""
-    chunk = None
     if configs.chunks:
         chunk = max(configs.chunks[0])
     else:
-        enc = configs.encoding.get("preferred_chunks", {}).get(configs.dims[0]) or \
+        chunk = configs.encoding.get("preferred_chunks", {}).get(configs.dims[0]) or \
             (configs.encoding.get("chunks") or [None])[0]
-        chunk = enc
     per_sample = configs.dtype.itemsize * configs.shape[1] * configs.shape[2]
     step = max(1, READ_BYTES // per_sample)
     if chunk:
@@ -194,9 +222,9 @@ def _read_step(configs: xr.DataArray) -> int:
     return step
 
 
-def reduce_source(src: Source, sizes: np.ndarray, edges: np.ndarray, with_spectrum: bool, bar=None) -> BlockSums:
-    """Stream one source through BlockSums."""
-    acc = BlockSums(edges, src.L, sizes, J=float(src.attrs.get("J", 1.0)), with_spectrum=with_spectrum)
+def reduce_source(src: Source, sizes: np.ndarray, edges: np.ndarray, basis: str | None = "dct", bar=None) -> BlockSums:
+    """Stream one source through BlockSums (basis None: no spectrum)."""
+    acc = BlockSums(edges, src.L, sizes, J=float(src.attrs.get("J", 1.0)), basis=basis)
     step = _read_step(src.configs)
     for start in range(0, src.n, step):
         x = np.asarray(src.configs[start:start + step].values)
@@ -207,24 +235,24 @@ def reduce_source(src: Source, sizes: np.ndarray, edges: np.ndarray, with_spectr
 
 
 def _kappa4_estimates(mean: np.ndarray, sizes: np.ndarray, L: int, window) -> np.ndarray:
-    """kappa4 per size, then its plain log-log slope and its exponent with the l/L correction."""
+    """kappa4 per size, then its plain log-log slope and its exponent with the torus corrections."""
     k4 = kappa4_from_means(expand_corner_means(mean.reshape(sizes.size, 10)))
     slope = power_law_exponent(sizes, k4, window)[0]
     exponent = power_law_exponent(sizes, k4, window, corrections=(lambda l: l / L, lambda l: (l / L) ** 2))[0]
     return np.concatenate([k4, [slope, exponent]])
 
 
-def _spectrum_estimates(mean: np.ndarray, L: int, window) -> np.ndarray:
-    """Radial spectrum (ddof = 0 per-mode variance), the SKILD fit (C, alpha, k0sq), and 2 - eta with the 1/k term."""
-    X, X2 = mean[: L * L], mean[L * L:]
-    k, S_k, counts = spectrum.radial_spectrum((X2 - X * X).reshape(L, L))
+def _spectrum_estimates(mean: np.ndarray, k_grid: np.ndarray, window) -> np.ndarray:
+    """Radial spectrum (ddof = 0 per-mode variance), then the SKILD fit (C, alpha, k0sq)."""
+    L2 = k_grid.size
+    X, X2 = mean[:L2], mean[L2:]
+    k, S_k, counts = spectrum.radial_spectrum((X2 - X * X).reshape(k_grid.shape), k=k_grid)
     try:
         fit = spectrum.fit_power_law(k, S_k, k_range=window, counts=counts)
         params = [fit.C, fit.alpha, fit.k0sq]
     except (ValueError, RuntimeError):
         params = [np.nan] * 3
-    exponent = -power_law_exponent(k, S_k, window, corrections=(lambda kk: 1.0 / kk,), weights=counts)[0]
-    return np.concatenate([S_k, params, [exponent]])
+    return np.concatenate([S_k, params])
 
 
 def source_estimates(acc: BlockSums, beta: float, kappa4_window, k_window) -> dict:
@@ -239,10 +267,10 @@ def source_estimates(acc: BlockSums, beta: float, kappa4_window, k_window) -> di
     values, errors = jackknife(acc.moments, counts, lambda m: moment_estimates(m, beta, L * L))
     out.update({name: (values[i], errors[i]) for i, name in enumerate(MOMENT_NAMES)})
     if acc.modes is not None:
-        values, errors = jackknife(acc.modes, counts, lambda m: _spectrum_estimates(m, L, k_window))
-        out["spectrum"] = (values[:-4], errors[:-4])
-        for i, name in enumerate(("spectrum_C", "spectrum_alpha", "spectrum_k0sq", "spectrum_exponent")):
-            out[name] = (values[-4 + i], errors[-4 + i])
+        values, errors = jackknife(acc.modes, counts, lambda m: _spectrum_estimates(m, acc.k, k_window))
+        out["spectrum"] = (values[:-3], errors[:-3])
+        for i, name in enumerate(("spectrum_C", "spectrum_alpha", "spectrum_k0sq")):
+            out[name] = (values[-3 + i], errors[-3 + i])
     return out
 
 
@@ -258,12 +286,15 @@ def measured_tau(acc: BlockSums, chains: int) -> float:
 
 
 def correlators(inputs, sizes=None, labels=None, project: str = "sign", kappa4_window=None, k_window=None,
-                with_spectrum: bool = True, progress: bool = True) -> xr.Dataset:
-    """kappa4(l), G(r), moments and spectrum of each input (store path, Dataset or DataArray).
+                basis: str | None = "dct", progress: bool = True) -> xr.Dataset:
+    """kappa4(l), G(r), moments and power spectrum of each input (store path, Dataset or DataArray).
 
-    The first input is the reference (truth).  Returns a Dataset over dims (source, patch_size),
-    (source, r), (source, k) and (source,), every estimate `X` with its jackknife error `X_err`.
+    The first input is the reference (truth).  `basis` ("dct", "fourier", or None to skip)
+    selects the spectrum basis.  Returns a Dataset over dims (source, patch_size), (source, r),
+    (source, k) and (source,), every estimate `X` with its jackknife error `X_err`.
     """
+    if basis is not None and basis not in SPECTRUM_BASES:
+        raise InputError(f"spectrum basis must be one of {', '.join(SPECTRUM_BASES)}, got {basis!r}")
     inputs = list(inputs)
     if not inputs:
         raise InputError("give at least one store to analyse")
@@ -300,7 +331,7 @@ def correlators(inputs, sizes=None, labels=None, project: str = "sign", kappa4_w
                 edges = block_edges(src.n, chains, tau)
             except ValueError as err:
                 raise InputError(f"{src.path}: {err}") from None
-            acc = reduce_source(src, sizes, edges, with_spectrum, bar)
+            acc = reduce_source(src, sizes, edges, basis, bar)
             beta = _source_beta(src)
             results.append(source_estimates(acc, beta_ref if beta is None else beta, kappa4_window, k_window))
             tau_measured = measured_tau(acc, chains)
@@ -313,9 +344,9 @@ def correlators(inputs, sizes=None, labels=None, project: str = "sign", kappa4_w
                             tau_origin="store attribute tau_int_samples" if recorded is not None
                             else "not recorded; samples taken as independent")
 
-    k = spectrum.radial_spectrum(np.zeros((L, L)))[0] if with_spectrum else None
+    k = None if basis is None else spectrum.radial_spectrum(np.zeros((L, L)), k=spectrum_basis(basis, L)[1])[0]
     config = {"sizes": sizes.tolist(), "project": project, "kappa4_window": kappa4_window, "k_window": k_window,
-              "with_spectrum": with_spectrum, "labels": [s.label for s in sources], "paths": [s.path for s in sources]}
+              "spectrum_basis": basis, "labels": [s.label for s in sources], "paths": [s.path for s in sources]}
     return _assemble(sources, results, sizes, L, k, config)
 
 
@@ -332,11 +363,10 @@ _ATTRS = {
     "kappa4_slope": {"long_name": "slope p of a plain power law |kappa4| ~ l^p over kappa4_window"},
     "kappa4_exponent": {"long_name": "p in |kappa4| ~ l^p (1 + c1 l/L + c2 (l/L)^2) over kappa4_window (expect -1/2)"},
     "G": {"long_name": "connected two-point function along the axes"},
-    "spectrum": {"long_name": "radial average of the per-mode variance in the orthonormal DCT-II basis"},
+    "spectrum": {"long_name": "radial average of the per-mode variance in the orthonormal spectrum_basis"},
     "spectrum_C": {"long_name": "C of the fit S(k) = C (k^2 + k0^2)^-alpha over k_window"},
     "spectrum_alpha": {"long_name": "alpha of the fit S(k) = C (k^2 + k0^2)^-alpha over k_window"},
     "spectrum_k0sq": {"long_name": "k0^2 of the fit S(k) = C (k^2 + k0^2)^-alpha over k_window"},
-    "spectrum_exponent": {"long_name": "x in S(k) ~ k^-x (1 + b/k) over k_window (expect 2 - eta = 7/4)"},
     **MOMENT_ATTRS,
 }
 
@@ -351,8 +381,7 @@ def _assemble(sources, results, sizes, L, k, config) -> xr.Dataset:
     if k is not None:
         coords["k"] = k
         dims["spectrum"] = ("source", "k")
-        dims.update({name: ("source",) for name in ("spectrum_C", "spectrum_alpha", "spectrum_k0sq",
-                                                    "spectrum_exponent")})
+        dims.update({name: ("source",) for name in ("spectrum_C", "spectrum_alpha", "spectrum_k0sq")})
     data = {}
     for name, d in dims.items():
         data[name] = (d, np.stack([np.asarray(res[name][0]) for res in results]), _ATTRS[name])
@@ -374,7 +403,7 @@ def _assemble(sources, results, sizes, L, k, config) -> xr.Dataset:
     ds.patch_size.attrs.update(long_name="patch side l", units="lattice spacings")
     ds.r.attrs.update(long_name="distance along an axis", units="lattice spacings")
     if k is not None:
-        ds.k.attrs.update(long_name="|k| = pi sqrt(u^2 + v^2), bin mean", units="1/(lattice side)")
+        ds.k.attrs.update(long_name="|k| of the modes in a unit shell of |k|/pi, bin mean", units="1/(lattice side)")
     provenance = [{"label": s.label, "path": s.path, **{key: s.meta[key] for key in
                    ("variable", "dtype", "chains", "beta", "tau_origin")}, "store_attrs": _jsonable(s.attrs)}
                   for s in sources]
@@ -382,6 +411,7 @@ def _assemble(sources, results, sizes, L, k, config) -> xr.Dataset:
         "title": "connected four-point cumulants of corner spins, with companions (skild-phys correlators)",
         "L": int(L),
         "project": config["project"],
+        "spectrum_basis": str(config["spectrum_basis"]),
         "reference_source": str(sources[0].label),
         "kappa4_window": list(config["kappa4_window"]),
         "k_window": list(config["k_window"]),
@@ -434,8 +464,8 @@ def format_table(ds: xr.Dataset) -> str:
     if "spectrum" in ds:
         lo, hi = np.asarray(ds.attrs["k_window"]) / np.pi
         lines += [f"spectrum on {lo:g} <= |k|/pi <= {hi:g} (critical Ising: 2 - eta = 7/4):"]
-        lines += [f"  {lab}: 2 alpha = {value('spectrum_alpha', s, '.4f', 2.0)} from C (k^2 + k0^2)^-alpha; "
-                  f"k^-x (1 + b/k): x = {value('spectrum_exponent', s, '.4f')}" for s, lab in enumerate(labels)]
+        lines += [f"  {lab}: 2 alpha = {value('spectrum_alpha', s, '.4f', 2.0)} from C (k^2 + k0^2)^-alpha, "
+                  f"{ds.attrs['spectrum_basis']} basis" for s, lab in enumerate(labels)]
     lines += ["", row("moments", labels)]
     lines += [row(f"  {name}", [value(name, s, "+.5f") for s in range(len(labels))]) for name in MOMENT_NAMES]
     return "\n".join(lines)

@@ -80,8 +80,9 @@ def plot_correlators(ds: xr.Dataset, path) -> Path:
         ref = ds.spectrum.values[0][kp]
         i_ref = int(np.argmin(np.abs(k[kp] - lo)))
         _guide(ax_s, k[kp] / np.pi, k[kp][i_ref] / np.pi, ref[i_ref], -1.75, r"$k^{-7/4}$ ($2-\eta$)")
-        ax_s.set(xscale="log", yscale="log", xlabel=r"$|k|/\pi = \sqrt{u^2+v^2}$ (DCT mode)",
-                 ylabel="S(k), per-mode variance", title="radial power spectrum (orthonormal DCT-II)")
+        basis = {"dct": "orthonormal DCT-II", "fourier": "periodic real Fourier"}.get(ds.attrs["spectrum_basis"])
+        ax_s.set(xscale="log", yscale="log", xlabel=r"$|k|/\pi$ ($k$ in units of 1/side)",
+                 ylabel="S(k), per-mode variance", title=f"radial power spectrum ({basis} basis)")
         ax_s.legend(fontsize=8)
     else:
         ax_s.set_axis_off()

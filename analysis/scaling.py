@@ -2,10 +2,9 @@
 
 At criticality on an L x L torus the energy operator (Delta_eps = 1) has a non-zero mean
 <eps> ~ 1/L; through the OPE sigma x sigma -> eps (and the stress tensor, Delta = 2) spin
-correlators pick up relative corrections in powers of distance / L.  So
-kappa4(l) ~ l^(-1/2) (1 + c1 l/L + c2 (l/L)^2) and, with k = qL in units of 1/side,
-S(k) ~ k^(-7/4) (1 + b/k).  The fits regress log|y| on (1, log x) plus the correction terms,
-linearised.
+correlators pick up relative corrections in powers of distance / L, so
+kappa4(l) ~ l^(-1/2) (1 + c1 l/L + c2 (l/L)^2).  The fit regresses log|y| on (1, log x)
+plus the correction terms, linearised.
 """
 
 from __future__ import annotations

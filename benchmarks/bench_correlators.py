@@ -70,7 +70,7 @@ def ours(path: str, sizes) -> dict:
     """The library path used by `skild-phys correlators --no-spectrum`."""
     from analysis.observables import correlators
 
-    ds = correlators([path], sizes=sizes, with_spectrum=False, progress=False)
+    ds = correlators([path], sizes=sizes, basis=None, progress=False)
     return {"kappa4": ds.kappa4.values[0].tolist(), "kappa4_err": ds.kappa4_err.values[0].tolist(),
             "G": ds.G.values[0].tolist(), "binder": float(ds.binder.values[0])}
 

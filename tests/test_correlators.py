@@ -119,7 +119,7 @@ def test_chunking_and_dask_do_not_change_results(small_spins, monkeypatch, tmp_p
     kwargs = dict(sizes=[1, 2, 3], labels=["x"], progress=False)
     ref = _numbers(correlators([small_spins], **kwargs))
     monkeypatch.setattr(observables, "READ_BYTES", 7 * 64)  # 7 samples per read
-    monkeypatch.setattr(observables, "DCT_BYTES", 3 * 64 * 8)
+    monkeypatch.setattr(observables, "TRANSFORM_BYTES", 3 * 64 * 8)
     small = _numbers(correlators([small_spins], **kwargs))
     lazy = small_spins.copy(data=dask.array.from_array(small_spins.values, chunks=(17, 8, 8)))
     via_dask = _numbers(correlators([lazy], **kwargs))
@@ -220,3 +220,15 @@ def test_cli_rejects_bad_input_in_one_line(tmp_path):
         assert result.output.startswith("Error:") and result.output.count("\n") == 1, (case, result.output)
         assert "Traceback" not in result.output
     assert not (tmp_path / "o.nc").exists()
+
+
+@pytest.mark.parametrize("basis", ["dct", "fourier"])
+def test_independent_spins_have_a_flat_spectrum(basis):
+    rng = np.random.default_rng(8)
+    p_up = 0.7
+    spins = np.where(rng.random((400, 16, 16)) < p_up, 1, -1).astype(np.int8)
+    ds = correlators([xr.DataArray(spins, dims=("sample", "y", "x"))], sizes=[1], basis=basis, progress=False)
+    # orthonormal basis: every mode of white noise has the single-spin variance 1 - mu^2
+    S, err = ds.spectrum.values[0], ds.spectrum_err.values[0]
+    assert ds.attrs["spectrum_basis"] == basis
+    np.testing.assert_array_less(np.abs(S - (1 - (2 * p_up - 1) ** 2)), N_SIGMA * err)

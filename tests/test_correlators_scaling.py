@@ -43,9 +43,15 @@ def test_kappa4_decays_with_exponent_minus_one_half(critical, L):
 
 
 @pytest.mark.slow
-def test_spectrum_exponent_approaches_two_minus_eta_from_below(critical):
+def test_spectrum_exponent_in_the_scaling_window(critical, make_store):
     two_minus_eta = 1.75
-    for name, scale in (("spectrum_alpha", 2.0), ("spectrum_exponent", 1.0)):
-        x = {L: scale * float(ds[name].values[0]) for L, ds in critical.items()}
-        err = {L: scale * float(ds[name + "_err"].values[0]) for L, ds in critical.items()}
-        assert x[64] < x[128] <= two_minus_eta + N_SIGMA * err[128], (name, x, err)
+    # DCT basis (the SKILD default): the reflection the DCT implies on a periodic lattice lowers the
+    # fitted exponent at finite L; it rises towards 2 - eta with L (full statistics: docs/correlators.md)
+    x = {L: 2 * float(ds.spectrum_alpha.values[0]) for L, ds in critical.items()}
+    err = {L: 2 * float(ds.spectrum_alpha_err.values[0]) for L, ds in critical.items()}
+    assert x[64] < x[128] <= two_minus_eta + N_SIGMA * err[128], (x, err)
+    # periodic Fourier basis: the modes of the torus, whose variances are the structure factor
+    path = make_store("L128", L=128, n_samples=1500, seed=128)
+    ds = correlators([path], sizes=[1], basis="fourier", progress=False)
+    two_alpha, err = 2 * float(ds.spectrum_alpha.values[0]), 2 * float(ds.spectrum_alpha_err.values[0])
+    assert abs(two_alpha - two_minus_eta) < N_SIGMA * err, (two_alpha, err)

@@ -114,7 +114,7 @@ def test_gaussian_field_has_zero_kappa4():
     filt = np.exp(-(k[:, None] ** 2 + k[None, :] ** 2) * 40.0)  # correlation length ~ 2 sites
     white = rng.normal(size=(n, L, L))
     field = 0.8 + 3.0 * np.fft.ifft2(np.fft.fft2(white) * filt).real
-    ds = correlators([_samples(field)], sizes=[1, 2, 3, 5, 8], project="none", with_spectrum=False, progress=False)
+    ds = correlators([_samples(field)], sizes=[1, 2, 3, 5, 8], project="none", basis=None, progress=False)
     k4, err = ds.kappa4.values[0], ds.kappa4_err.values[0]
     assert np.all(err > 0)
     assert np.all(np.abs(k4) < N_SIGMA * err), (k4, err)
@@ -128,7 +128,7 @@ def test_independent_biased_spins_have_closed_form_cumulant():
     mu = 2 * p_up - 1
     spins = np.where(rng.random((n, L, L)) < p_up, 1, -1).astype(np.int8)
     sizes = [0, 1, 2, 6]
-    ds = correlators([_samples(spins)], sizes=sizes, with_spectrum=False, progress=False)
+    ds = correlators([_samples(spins)], sizes=sizes, basis=None, progress=False)
     k4, err = ds.kappa4.values[0], ds.kappa4_err.values[0]
     # l = 0: four copies of one +-1 spin of mean mu: E s^2 = E s^4 = 1, E s^3 = E s
     single_site = 1 - 4 * mu**2 - 3 + 12 * mu**2 - 6 * mu**4

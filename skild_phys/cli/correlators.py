@@ -39,18 +39,20 @@ def _window(text: str | None, what: str) -> tuple[float, float] | None:
 @click.option("--project", type=click.Choice(["sign", "none"]), default="sign",
               help="sign: analyse spins (continuous fields mapped to +-1); none: keep continuous values.")
 @click.option("--kappa4-window", default=None, help="Patch sides LO,HI fitted for the kappa4 exponent [default: 2,L/4].")
-@click.option("--k-window", default=None, help="Spectrum fit range LO,HI in |k|/pi [default: 4,L/4].")
-@click.option("--no-spectrum", is_flag=True, help="Skip the DCT power spectrum (the slowest part).")
+@click.option("--k-window", default=None, help="Spectrum fit range LO,HI in |k|/pi [default: L/16,5L/32].")
+@click.option("--spectrum-basis", type=click.Choice(["dct", "fourier"]), default="dct",
+              help="Power spectrum basis: dct (the SKILD default) or fourier (periodic; the structure factor).")
+@click.option("--no-spectrum", is_flag=True, help="Skip the power spectrum (the slowest part).")
 @click.option("--threads", type=int, default=None, help="Worker threads [default: all cores]; never changes results.")
 @click.option("--overwrite", is_flag=True, help="Replace existing --out / --plot files.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def correlators(stores, sizes, labels, out, plot_path, project, kappa4_window, k_window, no_spectrum, threads,
-                overwrite, quiet):
+def correlators(stores, sizes, labels, out, plot_path, project, kappa4_window, k_window, spectrum_basis, no_spectrum,
+                threads, overwrite, quiet):
     """Connected four-point cumulant kappa4(l) of the corners of l x l squares, per store.
 
     The first store is the reference (truth); the table gives every other store's deviation
     from it in standard errors.  Also computes G(r), <e>, <|m|>, <m^2>, <m^4>, Binder U4,
-    susceptibility and the DCT power spectrum with its power-law fit.
+    susceptibility and the power spectrum with its power-law fit.
     """
     import math
     import warnings
@@ -74,7 +76,7 @@ def correlators(stores, sizes, labels, out, plot_path, project, kappa4_window, k
         ds = run(list(stores), sizes=_ints(sizes, "--sizes"), labels=list(labels) or None, project=project,
                  kappa4_window=_window(kappa4_window, "--kappa4-window"),
                  k_window=None if k_window is None else (k_window[0] * math.pi, k_window[1] * math.pi),
-                 with_spectrum=not no_spectrum, progress=not quiet)
+                 basis=None if no_spectrum else spectrum_basis, progress=not quiet)
     for w in caught:
         if issubclass(w.category, BlockingWarning):
             click.echo(f"warning: {w.message}", err=True)
