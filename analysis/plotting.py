@@ -52,7 +52,7 @@ def plot_correlators(ds: xr.Dataset, path) -> Path:
     if len(labels) > 1:
         ax_d.legend(fontsize=8)
     else:
-        ax_d.text(0.5, 0.5, "single source: nothing to compare", transform=ax_d.transAxes, ha="center")
+        ax_d.text(0.5, 0.8, "single source: nothing to compare", transform=ax_d.transAxes, ha="center")
 
     r = ds.r.values.astype(np.float64)
     rp = r > 0
