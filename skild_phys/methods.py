@@ -36,7 +36,7 @@ def _sr3() -> Method:
     from skild_phys import sr3
     from skild_phys.model import load_model
 
-    return Method("sr3", sr3.resolve_config, lambda config: sr3.make_objective(config["factor"]), load_model,
+    return Method("sr3", sr3.resolve_config, lambda config: sr3.make_objective(config["factor"], config.get("parameterization", "eps")), load_model,
                   sr3.superres_start)
 
 

@@ -94,6 +94,35 @@ def build_network(config: dict) -> torch.nn.Module:
                       cond_channels=net.get("cond_channels", 0), periodic=net["periodic"])
 
 
+PARAMETERIZATIONS = ("v", "eps")
+
+
+def network_denoiser(net, process: Process, parameterization: str, cond: torch.Tensor | None = None):
+    """ε̂(x_n, n) in pixel space from a network, under the run's output parameterization.
+
+    "eps": the network predicts ε directly (the paper's choice).
+    "v":   per mode, ε̂ = √((1−ᾱ_n)/S0) X_n − √ᾱ_n V with V the network output in the basis:
+           v-prediction (Salimans & Ho 2022) in S0-whitened coefficients.  Where a mode is pure
+           noise (ᾱ_n → 0) ε̂ is exactly X_n/√S0 whatever the network says, so X̂_0 no longer
+           divides network errors by √ᾱ_n; where it is resolved (ᾱ_n → 1) ε̂ = −V.  The
+           training loss is still the ε-MSE, i.e. the v-MSE weighted by ᾱ_n per mode.
+    """
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"unknown parameterization {parameterization!r}; choose one of {PARAMETERIZATIONS}")
+
+    def eps_hat(x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        out = net(x.to(torch.float32), n, None if cond is None else cond.to(torch.float32)).to(x.dtype)
+        if parameterization == "eps":
+            return out
+        la = process.log_alpha_bar(n)
+        S0 = process.S0.to(x)
+        X, V = process.basis.forward(x), process.basis.forward(out)
+        eps_k = torch.sqrt(-torch.expm1(la)).to(x) * X / torch.sqrt(S0) - torch.exp(la / 2).to(x) * V
+        return process.basis.inverse(eps_k)
+
+    return eps_hat
+
+
 @dataclass
 class TrainedModel:
     """EMA network + process of a checkpoint, ready for sampling."""
@@ -107,8 +136,7 @@ class TrainedModel:
     def eps_hat(self, x: torch.Tensor, n: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Noise estimate in pixel space; the network runs in float32, the chain keeps x's dtype."""
         with torch.no_grad():
-            c = None if cond is None else cond.to(torch.float32)
-            return self.net(x.to(torch.float32), n, c).to(x.dtype)
+            return network_denoiser(self.net, self.process, self.config.get("parameterization", "eps"), cond)(x, n)
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -34,7 +34,7 @@ def upsample(y: torch.Tensor, factor: int) -> torch.Tensor:
     return y.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
 
 
-def resolve_config(dataset, preset, factor, k_c, net, periodic, basis, spectrum, settings):
+def resolve_config(dataset, preset, factor, k_c, net, periodic, basis, spectrum, settings, parameterization="v"):
     """Configuration of an SR3 run: cosine DDPM in the pixel (identity) basis, S0 = 1."""
     from skild_phys.model import block_mean_scale
 
@@ -45,6 +45,7 @@ def resolve_config(dataset, preset, factor, k_c, net, periodic, basis, spectrum,
         raise InputError(f"SR3 needs an integer factor >= 2 dividing the image size, got {factor:g}")
     config = {
         "model": "sr3",
+        "parameterization": parameterization,
         "version": __version__,
         "H": dataset.height,
         "W": dataset.width,
@@ -64,12 +65,12 @@ def resolve_config(dataset, preset, factor, k_c, net, periodic, basis, spectrum,
     return config, S0
 
 
-def make_objective(factor: int):
+def make_objective(factor: int, parameterization: str):
     """Per-sample ε-MSE with the block-mean conditioning of each training image."""
+    from skild_phys.model import network_denoiser
 
     def objective(net, process, x0, generator):
-        cond = condition(x0, factor)
-        return process.loss(lambda x, n: net(x, n, cond), x0, generator)
+        return process.loss(network_denoiser(net, process, parameterization, condition(x0, factor)), x0, generator)
 
     return objective
 

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from skild_phys import __version__, checkpoint
 from skild_phys.errors import InputError
-from skild_phys.model import block_mean_scale, build_network, build_process, estimate_spectrum, pick_device, resolve_schedule
+from skild_phys.model import (block_mean_scale, build_network, build_process, estimate_spectrum, network_denoiser,
+                              pick_device, resolve_schedule)
 from skild_phys.unet import CONFIGS
 
 # Settings that may change between a run and its resumption (the rest must match).
@@ -60,7 +61,7 @@ class TrainSettings:
 
 
 def resolve_config(dataset, preset: str, factor: float, k_c: float | None, net: str, periodic: bool | None,
-                   basis: str, spectrum: str, settings: TrainSettings, model: str = "skild"):
+                   basis: str, spectrum: str, settings: TrainSettings, parameterization: str = "v"):
     """The full configuration of a new run and its spectrum S0 (C, H, W)."""
     if net not in CONFIGS:
         raise InputError(f"unknown network size {net!r}; choose one of {', '.join(CONFIGS)}")
@@ -69,7 +70,8 @@ def resolve_config(dataset, preset: str, factor: float, k_c: float | None, net: 
     schedule, preset_name = resolve_schedule(preset, dataset.height, factor, k_c)
     S0, spectrum_info = estimate_spectrum(dataset, spectrum)
     config = {
-        "model": model,
+        "model": "skild",
+        "parameterization": parameterization,
         "version": __version__,
         "H": dataset.height,
         "W": dataset.width,
@@ -152,7 +154,8 @@ def train(run, dataset, config: dict, S0, resume: bool = False, progress: bool =
         step = int(art["step"])
         log(f"resuming {run} at step {step}")
     process = build_process(config, S0).to(device)
-    objective = objective or (lambda net_, proc, x0, g: proc.loss(lambda x, n: net_(x, n), x0, g))
+    param = config.get("parameterization", "eps")
+    objective = objective or (lambda net_, proc, x0, g: proc.loss(network_denoiser(net_, proc, param), x0, g))
     checkpoint.write_json(config, run / checkpoint.CONFIG_FILE)
 
     def save() -> None:

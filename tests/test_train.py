@@ -34,10 +34,11 @@ def _cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def _new_run(tmp_path, dataset, name="run", **kw):
+def _new_run(tmp_path, dataset, name="run", parameterization="v", **kw):
     settings = TrainSettings(**{"steps": 20, "batch": 8, "lr": 1e-3, "warmup": 5, "checkpoint_every": 10,
                                 "log_every": 5, "device": "cpu", **kw})
-    config, S0 = resolve_config(dataset, "auto", 4, None, "tiny", None, "dct", "empirical", settings)
+    config, S0 = resolve_config(dataset, "auto", 4, None, "tiny", None, "dct", "empirical", settings,
+                                parameterization)
     return prepare_run_dir(tmp_path / name, resume=False, overwrite=False), config, S0
 
 
@@ -50,7 +51,8 @@ def _eval_loss(process, net, x0, seed=123):
 def test_tiny_net_fits_tiny_store(tmp_path, store8):
     torch.manual_seed(0)
     ds = LatticeStore(store8)
-    run, config, S0 = _new_run(tmp_path, ds, steps=200, batch=16, lr=2e-3, ema_decay=0.9, augment=False)
+    run, config, S0 = _new_run(tmp_path, ds, parameterization="eps", steps=200, batch=16, lr=2e-3, ema_decay=0.9,
+                               augment=False)
     train(run, ds, config, S0, progress=False, log=lambda m: None)
     model = load_model(run, "cpu")
     x0 = torch.from_numpy(ds.get(np.arange(len(ds))))

@@ -43,11 +43,14 @@ def _set_threads(threads):
 @click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
 @click.option("--model", "model_kind", default="skild", type=click.Choice(["skild", "sr3"]),
               help="Method: SKILD, or the SR3 conditional DDPM baseline (block-mean input at --factor).")
+@click.option("--parameterization", default="v", type=click.Choice(["v", "eps"]),
+              help="Network output: v (per-mode v-prediction, stable with small networks) or eps (the paper's).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_device
 @_threads
 def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, size, steps, batch, lr, warmup,
-          ema_decay, seed, no_augment, checkpoint_every, resume, overwrite, model_kind, quiet, device, threads):
+          ema_decay, seed, no_augment, checkpoint_every, resume, overwrite, model_kind, parameterization, quiet, device,
+          threads):
     """Train a diffusion model (SKILD, or the SR3 baseline) on a configuration store or image set.
 
     Writes RUN/model.pt (EMA weights for sampling), RUN/resume.pt (full training state),
@@ -63,7 +66,8 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
     settings.validate()
     method = get_method(model_kind)
     dataset = open_dataset(data_spec, size=size)
-    config, S0 = method.resolve_config(dataset, preset, factor, k_c, net, periodic, basis, spectrum, settings)
+    config, S0 = method.resolve_config(dataset, preset, factor, k_c, net, periodic, basis, spectrum, settings,
+                                       parameterization)
     run_dir = prepare_run_dir(run, resume=resume, overwrite=overwrite)
     try:
         record = run_training(run_dir, dataset, config, S0, resume=resume, progress=not quiet,
