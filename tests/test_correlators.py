@@ -232,3 +232,15 @@ def test_independent_spins_have_a_flat_spectrum(basis):
     S, err = ds.spectrum.values[0], ds.spectrum_err.values[0]
     assert ds.attrs["spectrum_basis"] == basis
     np.testing.assert_array_less(np.abs(S - (1 - (2 * p_up - 1) ** 2)), N_SIGMA * err)
+
+
+def test_fourier_transform_is_the_skild_basis():
+    import torch
+
+    from skild_phys.basis import Basis
+
+    x = np.random.default_rng(9).normal(size=(3, 6, 6))
+    transform, k = observables.spectrum_basis("fourier", 6)
+    basis = Basis.fourier(6)
+    np.testing.assert_allclose(transform(x), basis.forward(torch.from_numpy(x)).numpy(), atol=1e-12)
+    np.testing.assert_allclose(k, basis.k.numpy(), atol=1e-12)
