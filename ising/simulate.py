@@ -71,16 +71,101 @@ class SimulationParams:
         return json.loads(json.dumps(asdict(self)))
 
 
-def _measure(spins, states, threshold, p: SimulationParams) -> dict:
-    """Thermalise and measure cluster size and autocorrelation times (steps 1 and 2)."""
+@dataclass
+class Chains:
+    """A group of Markov chains: lattices, xoshiro256** states and spins flipped since sampling began."""
+
+    spins: np.ndarray  # int8 (C, L, L)
+    states: np.ndarray  # uint64 (C, 4)
+    flips: np.ndarray  # int64 (C,)
+
+    def split(self, n_groups: int) -> list[Chains]:
+        """Contiguous groups of chains (copies), as even in size as possible."""
+        edges = np.cumsum([0] + [len(g) for g in np.array_split(self.flips, n_groups)])
+        return [Chains(self.spins[a:b].copy(), self.states[a:b].copy(), self.flips[a:b].copy())
+                for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+    @staticmethod
+    def join(groups: list[Chains]) -> Chains:
+        """The chains of consecutive groups as one group."""
+        return Chains(np.concatenate([g.spins for g in groups]), np.concatenate([g.states for g in groups]),
+                      np.concatenate([g.flips for g in groups]))
+
+
+# Steps acting on each chain alone: any grouping of chains gives the same data.
+
+def thermalize_chains(chains: Chains, threshold, target_flips: int):
+    """Step 1: per-chain (late_updates, late_flips) of the thermalisation's second half."""
+    _, late_updates, late_flips = wolff.thermalize(chains.spins, chains.states, threshold, target_flips)
+    return late_updates, late_flips
+
+
+def record_chains(chains: Chains, threshold, every: int, J: float):
+    """Step 2: TAU_RECORDS records of e, m and spins flipped, (TAU_RECORDS, C), `every` updates apart."""
+    C, L = chains.spins.shape[0], chains.spins.shape[1]
+    e = np.empty((TAU_RECORDS, C))
+    m = np.empty((TAU_RECORDS, C))
+    flips = np.empty((TAU_RECORDS, C), dtype=np.int64)
+    wolff.run_rounds(chains.spins, chains.states, threshold, every, J, np.empty((0, C, L, L), np.int8), e, m, flips)
+    return e, m, flips
+
+
+def advance_chains(chains: Chains, threshold, n_between: int, J: float, n_rounds: int) -> dict:
+    """Step 3: n_rounds saved rounds of every chain; records (n_rounds, C, ...) incl. chain time `sweep`."""
+    C, L = chains.spins.shape[0], chains.spins.shape[1]
+    out = {"spins": np.empty((n_rounds, C, L, L), dtype=np.int8), "energy": np.empty((n_rounds, C)),
+           "magnetization": np.empty((n_rounds, C)), "flips": np.empty((n_rounds, C), dtype=np.int64)}
+    wolff.run_rounds(chains.spins, chains.states, threshold, n_between, J,
+                     out["spins"], out["energy"], out["magnetization"], out["flips"])
+    out["sweep"] = (chains.flips[None, :] + np.cumsum(out["flips"], axis=0)) / (L * L)  # sampling-phase chain time
+    chains.flips = chains.flips + out["flips"].sum(axis=0)
+    return out
+
+
+def write_block(root: zarr.Group, p: SimulationParams, first_round: int, records: dict) -> None:
+    """Store a block of rounds of all chains at its place in sample order (sample = round * chains + chain)."""
+    n_rounds, C = records["energy"].shape
+    start = first_round * C
+    n = min(start + n_rounds * C, p.n_samples) - start
+    store.write_samples(root, start, {
+        "spins": records["spins"].reshape(-1, p.L, p.L)[:n], "energy": records["energy"].reshape(-1)[:n],
+        "magnetization": records["magnetization"].reshape(-1)[:n],
+        "chain": np.tile(np.arange(C, dtype=np.int32), n_rounds)[:n], "sweep": records["sweep"].reshape(-1)[:n]})
+
+
+class LocalChains:
+    """The embedded engine: every chain in this process, advanced one chunk of rounds at a time."""
+
+    def __init__(self, chains: Chains):
+        self.chains = chains
+
+    def map(self, step, *args) -> list:
+        """Apply a per-chain step to every chain; one result per group (here one group)."""
+        return [step(self.chains, *args)]
+
+    def sample(self, root, p: SimulationParams, rounds_done: int, total_rounds: int, threshold, n_between: int):
+        """Advance and store blocks in order; yields (rounds done, chains after, spins flipped) per stored block."""
+        block = store.chunk_rounds(p.L, p.chains)
+        while rounds_done < total_rounds:
+            n_rounds = min(block, total_rounds - rounds_done)
+            records = advance_chains(self.chains, threshold, n_between, p.J, n_rounds)
+            write_block(root, p, rounds_done, records)
+            rounds_done += n_rounds
+            yield rounds_done, self.chains, int(records["flips"].sum())
+
+
+def _measure(engine, threshold, p: SimulationParams) -> dict:
+    """Thermalise and measure cluster size and autocorrelation times (steps 1 and 2), pooled over all chains."""
     L2 = p.L * p.L
-    _, late_updates, late_flips = wolff.thermalize(spins, states, threshold, int(math.ceil(p.thermalize * L2)))
+    late = engine.map(thermalize_chains, threshold, int(math.ceil(p.thermalize * L2)))
+    late_updates = np.concatenate([u for u, _ in late])
+    late_flips = np.concatenate([f for _, f in late])
     cluster1 = late_flips.sum() / late_updates.sum() if late_updates.sum() else 1.0
     every = max(1, int(round(TAU_SPACING * L2 / cluster1)))
-    e = np.empty((TAU_RECORDS, p.chains))
-    m = np.empty((TAU_RECORDS, p.chains))
-    flips = np.empty((TAU_RECORDS, p.chains), dtype=np.int64)
-    wolff.run_rounds(spins, states, threshold, every, p.J, np.empty((0, p.chains, p.L, p.L), np.int8), e, m, flips)
+    records = engine.map(record_chains, threshold, every, p.J)
+    e = np.concatenate([r[0] for r in records], axis=1)
+    m = np.concatenate([r[1] for r in records], axis=1)
+    flips = np.concatenate([r[2] for r in records], axis=1)
     mean_cluster = flips.sum() / (every * TAU_RECORDS * p.chains)
     record_sweeps = every * mean_cluster / L2
     tau_e = tau_int(e.T)[0] * record_sweeps
@@ -95,12 +180,12 @@ def _measure(spins, states, threshold, p: SimulationParams) -> dict:
     }
 
 
-def _initial_state(p: SimulationParams):
+def _initial_state(p: SimulationParams) -> Chains:
     """Hot start lattices and per-chain RNG states, all from the seed."""
     states = chain_states(p.seed, p.chains)
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(p.seed, spawn_key=(2**31,))))
     spins = np.where(rng.random((p.chains, p.L, p.L)) < 0.5, 1, -1).astype(np.int8)
-    return spins, states
+    return Chains(spins, states, np.zeros(p.chains, dtype=np.int64))
 
 
 def _store_attrs(p: SimulationParams) -> dict:
@@ -126,7 +211,7 @@ def _store_attrs(p: SimulationParams) -> dict:
 
 def _saved_series_tau(path, p: SimulationParams) -> float:
     """tau_int of e and |m| along each chain's saved series, in rounds (the larger of the two)."""
-    root = zarr.open_group(str(path), mode="r", zarr_format=3)
+    root = store.open_group(path, mode="r")
     rounds = p.n_samples // p.chains
     if rounds < 4:
         return 0.5
@@ -137,8 +222,12 @@ def _saved_series_tau(path, p: SimulationParams) -> float:
 
 
 def run_simulation(path, p: SimulationParams, threads: int | None = None, overwrite: bool = False,
-                   progress: bool = True, log=None) -> dict:
-    """Create (or resume) the store at `path` for parameters p; returns its final attributes."""
+                   progress: bool = True, log=None, engine=None) -> dict:
+    """Create (or resume) the store at `path` (a directory or fsspec URL) for parameters p; returns its attributes.
+
+    engine(chains) runs the per-chain steps: LocalChains (default, this process) or a
+    distributed one (ising.distributed.DaskChains); the stored data are the same.
+    """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     p.validate()
     if threads is not None:
@@ -160,20 +249,22 @@ def run_simulation(path, p: SimulationParams, threads: int | None = None, overwr
         store.create_spin_store(path, p.n_samples, p.L, p.chains, _store_attrs(p))
 
     threshold = probability_threshold(p_add(p.beta, p.J))
-    root = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    root = store.open_group(path, mode="r+")
     if resume is None:
-        spins, states = _initial_state(p)
+        runner = (engine or LocalChains)(_initial_state(p))
         t0 = time.perf_counter()
-        measured = _measure(spins, states, threshold, p)
+        measured = _measure(runner, threshold, p)
         log(f"thermalised {p.chains} chains in {time.perf_counter() - t0:.1f} s: mean cluster "
             f"{measured['mean_cluster_size']:.1f} spins, {measured['updates_between']} updates between saves, "
             f"tau_int(e) = {measured['tau_int_e']:.2f}, tau_int(|m|) = {measured['tau_int_absm']:.2f} sweeps")
         root.attrs.update(measured)
-        rounds_done, chain_flips = 0, np.zeros(p.chains, dtype=np.int64)
-        store.save_resume(path, spins=spins, states=states, rounds_done=rounds_done, chain_flips=chain_flips)
+        rounds_done, state = 0, runner.chains
+        store.save_resume(path, spins=state.spins, states=state.states, rounds_done=rounds_done,
+                          chain_flips=state.flips)
     else:
-        spins, states = resume["spins"], resume["states"]
-        rounds_done, chain_flips = int(resume["rounds_done"]), resume["chain_flips"]
+        rounds_done = int(resume["rounds_done"])
+        state = Chains(resume["spins"], resume["states"], resume["chain_flips"])
+        runner = (engine or LocalChains)(state)
         measured = {k: existing[k] for k in ("mean_cluster_size", "updates_between", "sweeps_between_measured",
                                             "tau_int_e", "tau_int_absm")}
         log(f"resuming {path} at sample {min(rounds_done * p.chains, p.n_samples)} of {p.n_samples}")
@@ -184,40 +275,24 @@ def run_simulation(path, p: SimulationParams, threads: int | None = None, overwr
         log(f"warning: samples are {spacing:.2f} sweeps apart, closer than 2 tau_int = {2 * tau_max:.2f} sweeps; "
             f"consecutive samples of a chain are correlated (raise --sweeps-between)")
 
-    L2, C = p.L * p.L, p.chains
+    C = p.chains
     total_rounds = -(-p.n_samples // C)
-    block = store.chunk_rounds(p.L, C)
     bar = tqdm(total=p.n_samples, initial=min(rounds_done * C, p.n_samples), unit="sample",
                disable=not progress, desc=f"L={p.L}", dynamic_ncols=True)
     with bar:
-        while rounds_done < total_rounds:
-            n_rounds = min(block, total_rounds - rounds_done)
-            out_spins = np.empty((n_rounds, C, p.L, p.L), dtype=np.int8)
-            out_e = np.empty((n_rounds, C))
-            out_m = np.empty((n_rounds, C))
-            out_flips = np.empty((n_rounds, C), dtype=np.int64)
-            t0 = time.perf_counter()
-            wolff.run_rounds(spins, states, threshold, measured["updates_between"], p.J,
-                             out_spins, out_e, out_m, out_flips)
-            dt = time.perf_counter() - t0
-            start = rounds_done * C
-            stop = min(start + n_rounds * C, p.n_samples)
-            n = stop - start
-            sweep = (chain_flips[None, :] + np.cumsum(out_flips, axis=0)) / L2  # sampling-phase chain time
-            chain_flips = chain_flips + out_flips.sum(axis=0)
-            store.write_samples(root, start, {
-                "spins": out_spins.reshape(-1, p.L, p.L)[:n], "energy": out_e.reshape(-1)[:n],
-                "magnetization": out_m.reshape(-1)[:n], "chain": np.tile(np.arange(C, dtype=np.int32), n_rounds)[:n],
-                "sweep": sweep.reshape(-1)[:n]})
-            rounds_done += n_rounds
-            store.save_resume(path, spins=spins, states=states, rounds_done=rounds_done, chain_flips=chain_flips)
-            bar.set_postfix_str(f"{out_flips.sum() / max(dt, 1e-9):.3g} spins/s")
-            bar.update(n)
+        t0 = time.perf_counter()
+        for done, state, flipped in runner.sample(root, p, rounds_done, total_rounds, threshold,
+                                                  measured["updates_between"]):
+            store.save_resume(path, spins=state.spins, states=state.states, rounds_done=done, chain_flips=state.flips)
+            t1 = time.perf_counter()
+            bar.set_postfix_str(f"{flipped / max(t1 - t0, 1e-9):.3g} spins/s")
+            bar.update(min(done * C, p.n_samples) - min(rounds_done * C, p.n_samples))
+            rounds_done, t0 = done, t1
 
     final = {
         "complete": True,
         "tau_int_samples": _saved_series_tau(path, p),
-        "spins_flipped_sampling": int(chain_flips.sum()),
+        "spins_flipped_sampling": int(state.flips.sum()),
     }
     store.remove_resume(path)
     store.finalize(path, final)
