@@ -25,15 +25,27 @@ from skild_phys.unet import build_unet
 SPECTRUM_SAMPLES = 10000  # samples used to estimate S0 (the first ones of the training set)
 
 
-def auto_schedule(H: int, factor: float, k_c: float | None = None) -> Schedule:
-    """Linear schedule by the preset rule (θ = 9, τ = 0.1) ending at r = H / factor.
+GENERATION_ALPHA_BAR_END = 1e-4  # ᾱ_N of the slowest mode (k_eff = k_c) in the auto schedule
 
-    k_c defaults to π, the lowest non-zero |k|, so the DC mode is noised too and one model
-    can both generate (from n = N) and super-resolve.
+
+def auto_schedule(H: int, factor: float, k_c: float | None = None) -> Schedule:
+    """Linear schedule by the preset rule (θ = 9, τ = 0.1) for an H×H grid.
+
+    With k_c > 0 (default π, the lowest non-zero |k|) the schedule runs on until even the
+    slowest mode keeps only ᾱ_N = 1e−4 of its signal, so one model both generates (from
+    n = N) and super-resolves at any factor (from the step where r(n) = H / factor).  With
+    k_c = 0 the DC mode is never noised and the schedule ends at r = H / factor (SR only).
     """
     if not factor > 1:
         raise InputError(f"super-resolution factor must be > 1, got {factor}")
-    return preset_from_rule(H, H / factor, theta=9.0, tau=0.1, k_c=math.pi if k_c is None else k_c)
+    theta, tau = 9.0, 0.1
+    k_c = math.pi if k_c is None else k_c
+    if k_c <= 0:
+        return preset_from_rule(H, H / factor, theta=theta, tau=tau, k_c=0.0)
+    lam_end = -math.log(GENERATION_ALPHA_BAR_END) / k_c**2
+    # invert the rule λ(1) = θ/λ_f² with λ_f = √2 π r √(θ / ln(1 + 1/τ)) for r
+    r_end = math.sqrt(theta / lam_end) / (math.sqrt(2) * math.pi * math.sqrt(theta / math.log1p(1 / tau)))
+    return preset_from_rule(H, min(r_end, H / factor), theta=theta, tau=tau, k_c=k_c)
 
 
 def resolve_schedule(preset: str, H: int, factor: float, k_c: float | None) -> tuple[Schedule, str]:

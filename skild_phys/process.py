@@ -150,8 +150,7 @@ class Process:
 
 
 def reverse_chain(process: Process, eps_hat: Denoiser, X_start: torch.Tensor, steps: Sequence[int],
-                  generator, variance: str = "posterior", progress: Callable | None = None,
-                  x0_bound: torch.Tensor | None = None) -> torch.Tensor:
+                  generator, variance: str = "posterior", progress: Callable | None = None) -> torch.Tensor:
     """Ancestral sampling from X_start at steps[0] down the decreasing steps to steps[-1] = 0.
 
     Generation starts from `process.prior` at N, super-resolution from the forward marginal
@@ -161,12 +160,6 @@ def reverse_chain(process: Process, eps_hat: Denoiser, X_start: torch.Tensor, st
     reverse kernel for Gaussian data: with the posterior-mean denoiser it keeps Var X = S0
     for any respacing, while "posterior" loses variance at high k when steps are few
     (the two DDPM choices σ² = β̃, β of Ho et al. 2020 §3.2).
-    x0_bound (per mode, like S0) clips each coefficient of X̂_0 to ±x0_bound, the range the
-    training data occupy in that mode (DDPM's clip_denoised, done per mode instead of per
-    pixel so that no mode's error leaks into another).  Where ᾱ_n is tiny,
-    X̂_0 = (X_n − σ ε̂)/√ᾱ_n multiplies any error of ε̂ by up to 1/√ᾱ_n, and an imperfect
-    network feeds that error back into later steps; bounded X̂_0 lets such modes relax to
-    their stationary variance instead.
     """
     if variance not in ("posterior", "forward"):
         raise ValueError(f"variance must be 'posterior' or 'forward', got {variance!r}")
@@ -181,9 +174,6 @@ def reverse_chain(process: Process, eps_hat: Denoiser, X_start: torch.Tensor, st
         eps_k = process.basis.forward(eps_hat(process.basis.inverse(X), n_batch))
         # Algorithm: X̂_0 from ε̂, then the Gaussian posterior q(X_m | X_n, X̂_0).
         X0_hat = process.x0_hat(X, eps_k, n)
-        if x0_bound is not None:
-            bound = x0_bound.to(X0_hat)
-            X0_hat = torch.maximum(torch.minimum(X0_hat, bound), -bound)
         C1, C2, var = process.posterior_coefficients(m, n)
         if variance == "forward":
             var = process.S0 * -torch.expm1(process.log_alpha_bar(n) - process.log_alpha_bar(m))
