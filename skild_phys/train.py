@@ -4,6 +4,7 @@ One long, linear function in sections, as in EDM's training loop.  A run directo
 resolved configuration, the "use" and "resume" artifacts and an append-only JSONL log.
 Killed and resumed training reproduces uninterrupted training exactly: every random
 stream (data order, augmentations, steps n, noise ε) is restored from the resume artifact.
+Under torchrun the same loop runs data-parallel (skild_phys/ddp.py); rank 0 writes.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from skild_phys import __version__, checkpoint
+from skild_phys import __version__, checkpoint, ddp
 from skild_phys.errors import InputError
 from skild_phys.model import (block_mean_scale, build_network, build_process, estimate_spectrum, network_denoiser,
-                              pick_device, resolve_schedule)
+                              resolve_schedule)
 from skild_phys.unet import CONFIGS
 
 # Settings that may change between a run and its resumption (the rest must match).
@@ -130,7 +131,11 @@ def train(run, dataset, config: dict, S0, resume: bool = False, progress: bool =
     settings = TrainSettings(**config["train"])
     settings.validate()
     run = Path(run)
-    device = pick_device(settings.device)
+    ranks = ddp.current()
+    device = ddp.device(settings.device, ranks)
+    batch = ddp.rank_batch(settings.batch, ranks)
+    if not ranks.main:
+        log, progress = (lambda msg: None), False
 
     # ---- state: network, EMA, optimiser, LR warm-up, random streams --------------------- #
     torch.manual_seed(settings.seed)
@@ -138,8 +143,9 @@ def train(run, dataset, config: dict, S0, resume: bool = False, progress: bool =
     ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay), use_buffers=True)
     opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=0.0)
     warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(settings.warmup, 1)))
-    gen = torch.Generator().manual_seed(settings.seed + 1)  # steps n, noise ε, augmentations
-    data_rng = np.random.Generator(np.random.PCG64(settings.seed))  # which samples form a batch
+    seed = ddp.rank_seed(settings.seed, ranks)
+    gen = torch.Generator().manual_seed(seed + 1)  # steps n, noise ε, augmentations
+    data_rng = np.random.Generator(np.random.PCG64(seed))  # which samples form a batch
     step = 0
     if resume:
         art = checkpoint.load_resume(run)
@@ -149,40 +155,51 @@ def train(run, dataset, config: dict, S0, resume: bool = False, progress: bool =
         ema.load_state_dict(art["ema"])
         opt.load_state_dict(art["optimizer"])
         warm.load_state_dict(art["lr_schedule"])
-        gen.set_state(art["torch_rng"])
-        data_rng.bit_generator.state = json.loads(art["data_rng"])
+        torch_rng, data_state = _rank_rng_states(art, ranks)
+        gen.set_state(torch_rng)
+        data_rng.bit_generator.state = json.loads(data_state)
         step = int(art["step"])
         log(f"resuming {run} at step {step}")
     process = build_process(config, S0).to(device)
     param = config.get("parameterization", "eps")
     objective = objective or (lambda net_, proc, x0, g: proc.loss(network_denoiser(net_, proc, param), x0, g))
-    checkpoint.write_json(config, run / checkpoint.CONFIG_FILE)
+    model = ddp.wrap(net, ranks)
+    if ranks.main:
+        checkpoint.write_json(config, run / checkpoint.CONFIG_FILE)
 
     def save() -> None:
+        rng_states = ddp.gather((gen.get_state(), json.dumps(data_rng.bit_generator.state)), ranks)
+        if not ranks.main:
+            return
         S0_t = torch.as_tensor(S0, dtype=torch.float64)
-        checkpoint.atomic_save({
+        resume_state = {
             "config": json.dumps(config), "S0": S0_t, "step": step, "model": net.state_dict(),
             "ema": ema.state_dict(), "optimizer": opt.state_dict(), "lr_schedule": warm.state_dict(),
             "torch_rng": gen.get_state(), "data_rng": json.dumps(data_rng.bit_generator.state),
-        }, run / checkpoint.RESUME_FILE)
+        }
+        if ranks.world > 1:
+            resume_state.update({"world": ranks.world, "rank_torch_rng": [t for t, _ in rng_states],
+                                 "rank_data_rng": [d for _, d in rng_states]})
+        checkpoint.atomic_save(resume_state, run / checkpoint.RESUME_FILE)
         checkpoint.atomic_save({"config": json.dumps(config), "S0": S0_t, "step": step,
                                 "ema": ema.module.state_dict()}, run / checkpoint.USE_FILE)
 
     # ---- loop ---------------------------------------------------------------------------- #
     n_params = sum(p.numel() for p in net.parameters())
     log(f"training {config['net']['name']} U-Net ({n_params:,} parameters) on {len(dataset)} samples "
-        f"of {config['channels']}x{config['H']}x{config['W']}, device {device}, steps {step} -> {settings.steps}")
+        f"of {config['channels']}x{config['H']}x{config['W']}, device {device}, steps {step} -> {settings.steps}"
+        + (f", {ranks.world} processes of batch {batch}" if ranks.world > 1 else ""))
     bar = tqdm(total=settings.steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     window_loss, window_t, window_n = 0.0, time.perf_counter(), 0
     record = {}
     net.train()
     with _deferred_interrupt() as interrupted:
         while step < settings.steps:
-            idx = data_rng.integers(0, len(dataset), settings.batch)
+            idx = data_rng.integers(0, len(dataset), batch)
             x0 = torch.from_numpy(dataset.get(idx))
             if settings.augment:
                 x0 = dataset.augment(x0, gen)
-            loss = objective(net, process, x0.to(device), gen).mean()
+            loss = objective(model, process, x0.to(device), gen).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
@@ -194,19 +211,33 @@ def train(run, dataset, config: dict, S0, resume: bool = False, progress: bool =
             window_n += 1
             if step % settings.log_every == 0 or step == settings.steps:
                 dt = time.perf_counter() - window_t
-                record = {"step": step, "loss": window_loss / window_n, "lr": opt.param_groups[0]["lr"],
+                record = {"step": step, "loss": ddp.mean(window_loss / window_n, ranks),
+                          "lr": opt.param_groups[0]["lr"],
                           "samples_per_s": window_n * settings.batch / max(dt, 1e-9), "time": time.time()}
-                checkpoint.append_log(run, record)
+                if ranks.main:
+                    checkpoint.append_log(run, record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.1f}")
                 window_loss, window_t, window_n = 0.0, time.perf_counter(), 0
-            if step % settings.checkpoint_every == 0 or step == settings.steps or interrupted():
+            stop = ddp.any_rank(interrupted(), ranks)
+            if step % settings.checkpoint_every == 0 or step == settings.steps or stop:
                 save()
             bar.update(1)
-            if interrupted():
+            if stop:
                 bar.close()
                 raise KeyboardInterrupt
     bar.close()
     return record
+
+
+def _rank_rng_states(art: dict, ranks: ddp.Ranks):
+    """(torch RNG state, data RNG state as JSON) of this rank from a resume artifact."""
+    world = int(art.get("world", 1))
+    if world != ranks.world:
+        raise InputError(f"cannot resume: the run was trained by {world} process(es), not {ranks.world}; "
+                         f"resume it with the same number")
+    if world == 1:
+        return art["torch_rng"], art["data_rng"]
+    return art["rank_torch_rng"][ranks.rank], art["rank_data_rng"][ranks.rank]
 
 
 @contextlib.contextmanager

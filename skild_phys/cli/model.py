@@ -39,6 +39,7 @@ def _set_threads(threads):
 @click.option("--seed", type=int, default=0, help="Seed of initialisation, data order and noise.")
 @click.option("--no-augment", is_flag=True, help="Disable symmetry augmentation.")
 @click.option("--checkpoint-every", type=int, default=250, help="Steps between checkpoints.")
+@click.option("--log-every", type=int, default=10, help="Steps averaged into one line of RUN/log.jsonl.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its resume checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
 @click.option("--model", "model_kind", default="skild", type=click.Choice(["skild", "sr3"]),
@@ -49,33 +50,39 @@ def _set_threads(threads):
 @_device
 @_threads
 def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, size, steps, batch, lr, warmup,
-          ema_decay, seed, no_augment, checkpoint_every, resume, overwrite, model_kind, parameterization, quiet, device,
-          threads):
+          ema_decay, seed, no_augment, checkpoint_every, log_every, resume, overwrite, model_kind, parameterization, quiet,
+          device, threads):
     """Train a diffusion model (SKILD, or the SR3 baseline) on a configuration store or image set.
 
     Writes RUN/model.pt (EMA weights for sampling), RUN/resume.pt (full training state),
     RUN/config.json and RUN/log.jsonl. Ctrl-C saves a resume checkpoint; rerun with --resume.
+    Data-parallel on N processes or GPUs: `torchrun --nproc-per-node N -m skild_phys train ...`
+    (--batch stays the global batch; see docs/scaling.md).
     """
+    from skild_phys import ddp
     from skild_phys.data import open_dataset
     from skild_phys.methods import get_method
     from skild_phys.train import TrainSettings, prepare_run_dir, train as run_training
 
     _set_threads(threads)
+    ranks = ddp.init_from_env(device)
     settings = TrainSettings(steps=steps, batch=batch, lr=lr, warmup=warmup, ema_decay=ema_decay, seed=seed,
-                             augment=not no_augment, checkpoint_every=checkpoint_every, device=device)
+                             augment=not no_augment, checkpoint_every=checkpoint_every,
+                             log_every=log_every, device=device)
     settings.validate()
     method = get_method(model_kind)
     dataset = open_dataset(data_spec, size=size)
     config, S0 = method.resolve_config(dataset, preset, factor, k_c, net, periodic, basis, spectrum, settings,
                                        parameterization)
-    run_dir = prepare_run_dir(run, resume=resume, overwrite=overwrite)
+    run_dir = ddp.main_first(lambda: prepare_run_dir(run, resume=resume, overwrite=overwrite), ranks)
     try:
         record = run_training(run_dir, dataset, config, S0, resume=resume, progress=not quiet,
                               log=lambda m: click.echo(m, err=True), objective=method.objective(config))
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; state saved, continue with the same command plus --resume") from None
-    click.echo(f"trained to step {config['train']['steps']}: loss {record.get('loss', float('nan')):.4f}; "
-               f"checkpoint {run_dir}/model.pt")
+    if ranks.main:
+        click.echo(f"trained to step {config['train']['steps']}: loss {record.get('loss', float('nan')):.4f}; "
+                   f"checkpoint {run_dir}/model.pt")
 
 
 @click.command()
