@@ -7,6 +7,11 @@ Protocol per run (every step depends only on the seed and the parameters):
 3. Sample: rounds of exactly `updates_between` cluster updates (~ sweeps_between sweeps,
    from the measured mean cluster size), each round saving one configuration per chain.
    Stopping "once S L^2 spins have flipped" would depend on the state and bias the ensemble.
+
+The steps act on each chain alone (`thermalize_chains`, `record_chains`, `advance_chains`).
+An engine runs them — `LocalChains` in this process, `ising.distributed.DaskChains` on a
+cluster — and `run_simulation` pools their results and keeps the store and its resume file,
+so the stored data never depend on where the chains ran.
 """
 
 from __future__ import annotations

@@ -26,8 +26,10 @@ class _ListOf(click.ParamType):
 @click.option("--samples", type=int, default=1000, help="Configurations to save.")
 @click.option("--out", "out", type=click.Path(), required=True,
               help="Zarr store to write: a directory or fsspec URL; sweeps add _L32, _T2.3, ... before .zarr.")
-@click.option("--T", "T", type=_ListOf(float), default=None, help="Temperature (default: T_c = 2.2691853...); a list sweeps.")
-@click.option("--beta", type=_ListOf(float), default=None, help="Inverse temperature (alternative to --T); a list sweeps.")
+@click.option("--T", "T", type=_ListOf(float), default=None,
+              help="Temperature (default: T_c = 2.2691853...); a list sweeps.")
+@click.option("--beta", type=_ListOf(float), default=None,
+              help="Inverse temperature (alternative to --T); a list sweeps.")
 @click.option("--seed", type=int, default=0, help="Run seed; the stored data depend only on seed and parameters.")
 @click.option("--chains", type=int, default=8, help="Independent Markov chains (each thermalised separately).")
 @click.option("--threads", type=int, default=None,
@@ -36,7 +38,8 @@ class _ListOf(click.ParamType):
 @click.option("--scheduler", default=None, help="Run chains as tasks on the Dask cluster at tcp://HOST:PORT.")
 @click.option("--bind", default="127.0.0.1", help="Address the local cluster (--workers) listens on.")
 @click.option("--task-flips", type=click.IntRange(min=1), default=None,
-              help="With a cluster: spins flipped per task and block [default: 1e8, ~1 s of a core]; never changes results.")
+              help="With a cluster: spins flipped per task and block [default: 1e8, ~1 s of a core]; "
+                   "never changes results.")
 @click.option("--thermalize", type=float, default=200.0, help="Thermalisation per chain, in sweeps (L^2 flipped spins).")
 @click.option("--sweeps-between", type=float, default=2.0, help="Spacing of saved samples of one chain, in sweeps.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
