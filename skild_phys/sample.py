@@ -1,4 +1,4 @@
-"""Generation and super-resolution from a checkpoint into configuration stores.
+"""Generation and super-resolution from a checkpoint: the reverse-chain core and its sink into configuration stores.
 
 Both run `process.reverse_chain`; they differ only in the start step and the start state
 (SPEC §4): generation starts at n = N from the prior, super-resolution at n0 (where the
@@ -105,13 +105,48 @@ def superres_start(model: TrainedModel, dataset, factor: float, lowres: bool) ->
         if p.basis.name != "dct":
             raise InputError("real low-resolution inputs need a DCT-basis checkpoint")
 
+    def clean_modes(idx):
+        return to_modes(torch.from_numpy(dataset.get(idx)).to(device=model.device, dtype=torch.float64))
+
+    return marginal_start(model, n0, clean_modes)
+
+
+def marginal_start(model: TrainedModel, n0: int, clean_modes: Callable) -> StartSpec:
+    """Start at n0 from the forward marginal of clean_modes(indices) -> X_0 (B, C, H, W) in the model's basis."""
+    p = model.process
+
     def state(idx, gens):
-        x = torch.from_numpy(dataset.get(idx)).to(device=model.device, dtype=torch.float64)
-        X0 = to_modes(x)
+        X0 = clean_modes(idx)
         eps = randn(X0.shape, gens, dtype=torch.float64, device=model.device)
         return p.marginal(X0, n0, eps)
 
     return StartSpec(n0, state, source_index=lambda idx: np.asarray(idx, dtype=np.int64))
+
+
+def chain_steps_for(start: StartSpec, steps: int | None) -> list[int]:
+    """Reverse-chain steps from the start step down to 0: all of them, or K respaced ones."""
+    if steps is not None and steps < 1:
+        raise InputError("--steps must be at least 1")
+    return respaced_steps(start.n_start, steps or start.n_start)
+
+
+def final_samples(model: TrainedModel, start: StartSpec, indices, chain_steps: list[int], seed: int = 0,
+                  batch: int = 16, variance: str = "posterior"):
+    """Yield (indices, seeds, x) batch by batch: the reverse chain's final samples x (B, C, H, W) in pixels, float64.
+
+    Sample i uses only the seed derived from (seed, i), so x does not depend on `batch`.
+    """
+    indices = np.asarray(indices)
+    for lo in range(0, len(indices), batch):
+        idx = indices[lo:lo + batch]
+        seeds = sample_seeds(seed, idx)
+        gens = per_sample_generators(seeds)
+        with torch.no_grad():
+            cond = None if start.cond is None else start.cond(idx)
+            X = reverse_chain(model.process, lambda x, n: model.eps_hat(x, n, cond), start.state(idx, gens),
+                              chain_steps, gens, variance=variance)
+            x = model.process.basis.inverse(X)
+        yield idx, seeds, x
 
 
 def run_sampler(out, model: TrainedModel, start: StartSpec, n_samples: int, attrs: dict, steps: int | None,
@@ -120,9 +155,7 @@ def run_sampler(out, model: TrainedModel, start: StartSpec, n_samples: int, attr
     """Run the reverse chain for samples 0..n_samples-1 into the store `out` (resumable)."""
     if n_samples < 1 or batch < 1:
         raise InputError("--samples and --batch must be at least 1")
-    if steps is not None and steps < 1:
-        raise InputError("--steps must be at least 1")
-    chain_steps = respaced_steps(start.n_start, steps or start.n_start)
+    chain_steps = chain_steps_for(start, steps)
     params = {"checkpoint": model.digest, "n_samples": n_samples, "seed": seed, "start_step": chain_steps[0],
               "reverse_steps": len(chain_steps) - 1, "variance": variance, "keep_field": keep_field,
               **{k: attrs[k] for k in ("source", "factor", "mode") if k in attrs}}
@@ -152,15 +185,10 @@ def run_sampler(out, model: TrainedModel, start: StartSpec, n_samples: int, attr
         log(f"resuming {out} at sample {done} of {n_samples}")
     root = zarr.open_group(str(out), mode="r+", zarr_format=3)
     bar = tqdm(total=n_samples, initial=done, unit="sample", disable=not progress, dynamic_ncols=True)
-    with bar, torch.no_grad():
-        while done < n_samples:
-            idx = np.arange(done, min(done + batch, n_samples))
-            seeds = sample_seeds(seed, idx)
-            gens = per_sample_generators(seeds)
-            cond = None if start.cond is None else start.cond(idx)
-            X = reverse_chain(model.process, lambda x, n: model.eps_hat(x, n, cond), start.state(idx, gens),
-                              chain_steps, gens, variance=variance)
-            x = model.process.basis.inverse(X)[:, 0].cpu().numpy()
+    with bar:
+        for idx, seeds, x in final_samples(model, start, np.arange(done, n_samples), chain_steps, seed, batch,
+                                           variance):
+            x = x[:, 0].cpu().numpy()
             spins = np.where(x >= 0, 1, -1).astype(np.int8)
             arrays = {"spins": spins, "energy": energy_per_spin(spins), "magnetization": spins.mean(axis=(1, 2)),
                       "seed": np.array(seeds, dtype=np.int64), "source_index": start.source_index(idx)}
