@@ -76,6 +76,12 @@ def set_metrics(pred: torch.Tensor, ref: torch.Tensor | None = None, log=print) 
     return out
 
 
+def image_metrics(pred: torch.Tensor, ref: torch.Tensor | None = None, log=print) -> dict:
+    """Paired metrics against `ref` (when given, same shape) and the set metrics of `pred`."""
+    out = {} if ref is None else paired_metrics(pred, ref, log)
+    return {**out, **set_metrics(pred, ref, log)}
+
+
 def lpips(pred: torch.Tensor, ref: torch.Tensor, log=print) -> torch.Tensor | None:
     """Per-image LPIPS (AlexNet), or None with a one-line message when its weights are not local."""
     if _weights(LPIPS_WEIGHTS, "torchvision", "LPIPS", log) is None:

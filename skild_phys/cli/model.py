@@ -71,6 +71,8 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
                              log_every=log_every, device=device)
     settings.validate()
     method = get_method(model_kind)
+    import skild_phys.images  # noqa: F401  (registers the cifar10: and imagefolder: adapters)
+
     dataset = open_dataset(data_spec, size=size)
     config, S0 = method.resolve_config(dataset, preset, factor, k_c, net, periodic, basis, spectrum, settings,
                                        parameterization)
@@ -88,7 +90,8 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
 @click.command()
 @click.option("--checkpoint", "run", required=True, type=click.Path(), help="Run directory of a trained model.")
 @click.option("--samples", type=int, default=64, help="Configurations to generate.")
-@click.option("--out", type=click.Path(), required=True, help="Output Zarr store.")
+@click.option("--out", type=click.Path(), required=True,
+              help="Output Zarr store (lattice models) or directory of PNGs and a grid (image models).")
 @click.option("--steps", type=int, default=None, help="Reverse steps K (< N uses the exact respaced chain) [default: N].")
 @click.option("--seed", type=int, default=0, help="Base seed; sample i uses a seed derived from (seed, i).")
 @click.option("--batch", type=int, default=16, help="Samples per batch (results do not depend on it).")
@@ -105,6 +108,13 @@ def generate(run, samples, out, steps, seed, batch, variance, keep_field, overwr
 
     _set_threads(threads)
     model = load_trained(run, device)
+    if model.config.get("data_kind") == "image":
+        from skild_phys.image_sampling import generate_images
+
+        generate_images(out, model, samples, steps, seed=seed, batch=batch, variance=variance, overwrite=overwrite,
+                        progress=not quiet, log=lambda m: click.echo(m, err=True))
+        click.echo(f"wrote {samples} generated images to {out}/samples (grid {out}/grid.png)")
+        return
     attrs = {"mode": "generate", "source": None, "checkpoint": str(run)}
     run_sampler(out, model, generation_start(model), samples, attrs, steps, seed=seed, batch=batch,
                 keep_field=keep_field, variance=variance, overwrite=overwrite, progress=not quiet,
@@ -115,10 +125,18 @@ def generate(run, samples, out, steps, seed, batch, variance, keep_field, overwr
 @click.command()
 @click.option("--checkpoint", "run", required=True, type=click.Path(), help="Run directory of a trained model.")
 @click.option("--data", "hr", type=click.Path(), default=None,
-              help="High-resolution store: start from the exact forward marginal at n0 (paper protocol).")
-@click.option("--lowres", "lr", type=click.Path(), default=None, help="Low-resolution store (e.g. from `coarsen`).")
-@click.option("--factor", type=float, required=True, help="Super-resolution factor (the input has H/factor pixels per side).")
-@click.option("--out", type=click.Path(), required=True, help="Output Zarr store.")
+              help="High-resolution store or image set (cifar10:DIR, imagefolder:DIR): start from the exact "
+                   "forward marginal at n0 (paper protocol).")
+@click.option("--lowres", "lr", type=click.Path(), default=None,
+              help="Low-resolution store (e.g. from `coarsen`) or image set (resized to round(H/factor)).")
+@click.option("--bicubic", is_flag=True,
+              help="Image models: super-resolve --data bicubic-downsampled by the factor (real LR inputs, --data "
+                   "as reference) instead of its forward marginal.")
+@click.option("--factor", type=float, required=True, multiple=True,
+              help="Super-resolution factor (the input has H/factor pixels per side); image models take any real "
+                   "factor, repeated for several (--factor 2 --factor 3 ...).")
+@click.option("--out", type=click.Path(), required=True,
+              help="Output Zarr store (lattice models) or directory with one folder per factor (image models).")
 @click.option("--samples", type=int, default=None, help="Use only the first N inputs [default: all].")
 @click.option("--steps", type=int, default=None, help="Reverse steps K from n0 [default: n0].")
 @click.option("--seed", type=int, default=0, help="Base seed; sample i uses a seed derived from (seed, i).")
@@ -129,8 +147,8 @@ def generate(run, samples, out, steps, seed, batch, variance, keep_field, overwr
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_device
 @_threads
-def superres(run, hr, lr, factor, out, samples, steps, seed, batch, variance, keep_field, overwrite, quiet, device,
-             threads):
+def superres(run, hr, lr, bicubic, factor, out, samples, steps, seed, batch, variance, keep_field, overwrite, quiet,
+             device, threads):
     """Super-resolve configurations by the reverse chain from n0, where r(n0) = H / factor."""
     from skild_phys.data import LatticeStore
     from skild_phys.errors import InputError
@@ -140,6 +158,14 @@ def superres(run, hr, lr, factor, out, samples, steps, seed, batch, variance, ke
         raise InputError("give exactly one of --data (high-resolution store) or --lowres (coarse store)")
     _set_threads(threads)
     model = load_trained(run, device)
+    if model.config.get("data_kind") == "image":
+        _superres_images(model, hr, lr, bicubic, factor, out, samples, steps, seed, batch, variance, overwrite, quiet)
+        return
+    if len(factor) != 1:
+        raise InputError("lattice super-resolution takes one --factor")
+    if bicubic:
+        raise InputError("--bicubic is for image models; for lattices pass a coarse store with --lowres")
+    factor = factor[0]
     dataset = LatticeStore(hr or lr)
     n = len(dataset) if samples is None else samples
     if not 1 <= n <= len(dataset):
@@ -152,6 +178,66 @@ def superres(run, hr, lr, factor, out, samples, steps, seed, batch, variance, ke
     run_sampler(out, model, start, n, attrs, steps, seed=seed, batch=batch, keep_field=keep_field, variance=variance,
                 overwrite=overwrite, progress=not quiet, log=lambda m: click.echo(m, err=True))
     click.echo(f"wrote {n} super-resolved configurations (x{factor:g}, from step {start.n_start}) to {out}")
+
+
+def _superres_images(model, hr, lr, bicubic, factors, out, samples, steps, seed, batch, variance, overwrite, quiet):
+    """`superres` for an image checkpoint: PNG folders per factor, metrics.json and factors.png in OUT."""
+    import skild_phys.images  # noqa: F401  (registers the cifar10: and imagefolder: adapters)
+    from skild_phys.data import open_dataset
+    from skild_phys.errors import InputError
+    from skild_phys.image_sampling import superres_images
+    from skild_phys.images import lowres_side
+
+    if lr is not None and (bicubic or len(factors) != 1):
+        raise InputError("--lowres images have one size: give one --factor and no --bicubic")
+    H = model.config["H"]
+    dataset = open_dataset(hr, size=H) if hr else open_dataset(lr, size=lowres_side(H, factors[0]))
+    source = "lowres" if lr else ("bicubic" if bicubic else "marginal")
+    record = superres_images(out, model, dataset, factors, source, samples, steps, seed=seed, batch=batch,
+                             variance=variance, overwrite=overwrite, progress=not quiet,
+                             log=lambda m: click.echo(m, err=True))
+    for f, rec in record.get("metrics", {}).items():
+        if "skild" in rec:
+            skild, bicubic = rec["skild"], rec["bicubic"]
+            click.echo(f"x{f}: SKILD PSNR {skild['psnr']['mean']:.2f} dB, SSIM {skild['ssim']['mean']:.3f} | "
+                       f"bicubic PSNR {bicubic['psnr']['mean']:.2f} dB, SSIM {bicubic['ssim']['mean']:.3f}")
+    click.echo(f"wrote super-resolved images ({source}, factors {', '.join(f'{f:g}' for f in factors)}) to {out}")
+
+
+@click.command()
+@click.option("--pred", required=True,
+              help="Images to score: imagefolder:DIR (e.g. OUT/x4/samples) or cifar10:PATH.")
+@click.option("--ref", default=None, help="Reference images in the same order (PSNR, SSIM, LPIPS; FID).")
+@click.option("--size", type=int, default=None, help="Side of image-folder images [default: the reference's].")
+@click.option("--out", type=click.Path(), default=None, help="Also write the metrics to this JSON file.")
+def metrics(pred, ref, size, out):
+    """Image metrics: PSNR and SSIM against --ref; LPIPS, FID and IS when their weights are local."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    import skild_phys.images  # noqa: F401  (registers the cifar10: and imagefolder: adapters)
+    from skild_phys.data import open_dataset
+    from skild_phys.errors import InputError
+    from skild_phys.metrics import image_metrics
+
+    ref_set = None if ref is None else open_dataset(ref, size=size)
+    pred_set = open_dataset(pred, size=size or (None if ref_set is None else ref_set.height))
+    n = len(pred_set)
+    y = None
+    if ref_set is not None:
+        if len(ref_set) < n or (ref_set.height, ref_set.width) != (pred_set.height, pred_set.width):
+            raise InputError(f"--ref must hold at least {n} images of {pred_set.height}x{pred_set.width}")
+        y = torch.from_numpy(ref_set.get(np.arange(n)))
+    x = torch.from_numpy(pred_set.get(np.arange(n)))
+    result = image_metrics(x, y, log=lambda m: click.echo(m, err=True))
+    for name, value in result.items():
+        click.echo(f"{name}: {value['mean']:.4f} +- {value['sem']:.4f} (n = {value['n']})" if isinstance(value, dict)
+                   else f"{name}: {value:.4f}")
+    if out:
+        Path(out).write_text(json.dumps({"pred": pred, "ref": ref, "n": n, **result}, indent=2) + "\n")
 
 
 @click.command()
@@ -169,4 +255,4 @@ def coarsen(source, factor, rule, out, overwrite, quiet):
     click.echo(f"wrote {out}: L={attrs['L']} ({rule} x{factor})")
 
 
-COMMANDS = [train, generate, superres, coarsen]
+COMMANDS = [train, generate, superres, coarsen, metrics]
