@@ -75,7 +75,7 @@ def _train(data, run, *extra):
 
 @pytest.fixture(scope="module")
 def cifar_run(tmp_path_factory, photo_cifar):
-    return _train(f"cifar10:{photo_cifar[0]}", tmp_path_factory.mktemp("runs") / "cifar")
+    return _train(f"cifar10:{photo_cifar[0]}", tmp_path_factory.mktemp("runs") / "cifar", "--preset", "cifar10_linear")
 
 
 # ---- adapters ---------------------------------------------------------------------------- #
@@ -195,6 +195,8 @@ def test_psnr_ssim_oracles(tmp_path, monkeypatch):
 def test_cifar_train_generate_superres_metrics(tmp_path, cifar_run, photo_cifar):
     config = json.loads((cifar_run / "config.json").read_text())
     assert config["data_kind"] == "image" and config["channels"] == 3 and config["net"]["periodic"] is False
+    assert config["preset"] == "cifar10_linear" and config["schedule"]["k_c"] == 3.0
+    assert [f["alpha"] > 0 for f in config["spectrum"]["fit"]] == [True] * 3  # one S0 fit per channel
     gen = tmp_path / "gen"
     result = _cli("generate", "--checkpoint", cifar_run, "--samples", 3, "--steps", 4, "--out", gen, "--quiet")
     assert result.exit_code == 0, result.output
@@ -234,9 +236,15 @@ def test_image_superres_does_not_depend_on_batch(tmp_path, cifar_run, photo_cifa
                         batch=batch, progress=False, log=lambda m: None)
         outs.append(json.loads((tmp_path / f"b{batch}" / "metrics.json").read_text()))
         assert json.loads((tmp_path / f"b{batch}" / "config.json").read_text())["complete"]
-    assert outs[0] == outs[1]
-    a, b = (np.asarray(Image.open(tmp_path / f"b{batch}" / "x3" / "samples" / "000002.png")) for batch in (1, 3))
-    np.testing.assert_array_equal(a, b)
+    # same seeds, same chain: equal up to float32 rounding in the batched convolutions
+    for method in ("skild", "bicubic"):
+        for metric in ("psnr", "ssim"):
+            assert outs[0]["3"][method][metric]["mean"] == pytest.approx(outs[1]["3"][method][metric]["mean"],
+                                                                         rel=1e-5)
+    for i in range(3):
+        a, b = (np.asarray(Image.open(tmp_path / f"b{batch}" / "x3" / "samples" / f"{i:06d}.png"), dtype=int)
+                for batch in (1, 3))
+        assert np.abs(a - b).max() <= 1
 
 
 def test_imagefolder_train_generate_superres_metrics(tmp_path, photo_folder):
