@@ -24,7 +24,7 @@ from skild_phys import __version__, checkpoint
 from skild_phys.basis import Basis
 from skild_phys.errors import InputError
 from skild_phys.images import bicubic_resize, embed_lowres, image_grid, lowres_side, save_png, save_pngs
-from skild_phys.metrics import paired_metrics, set_metrics
+from skild_phys.metrics import ImageScores
 from skild_phys.model import TrainedModel
 from skild_phys.process import per_sample_generators
 from skild_phys.sample import (chain_steps_for, final_samples, generation_start, marginal_start, sample_seeds,
@@ -39,7 +39,7 @@ CONFIG = "config.json"
 def generate_images(out, model: TrainedModel, n_samples: int, steps: int | None = None, seed: int = 0,
                     batch: int = 16, variance: str = "posterior", overwrite: bool = False, progress: bool = True,
                     log=print) -> dict:
-    """Generate n_samples images from noise into OUT/samples/*.png, OUT/samples.npy and OUT/grid.png."""
+    """Generate n_samples images from noise into OUT/samples/*.png, OUT/samples.npy and OUT/grid.png (streamed)."""
     _check_image_model(model)
     start = generation_start(model)
     chain = chain_steps_for(start, steps)
@@ -48,16 +48,20 @@ def generate_images(out, model: TrainedModel, n_samples: int, steps: int | None 
     out, done = _prepare(out, params, n_samples, batch, overwrite, log)
     if done is not None:
         return done
-    x = _run(model, start, n_samples, chain, seed, batch, variance, out / "samples", progress)
-    np.save(out / "samples.npy", x.numpy())
-    save_png(image_grid(x[:GRID_IMAGES**2], GRID_IMAGES), out / "grid.png")
+    head = []
+    for _, x in _samples(model, start, n_samples, chain, seed, batch, variance, out / "samples", progress):
+        _keep(head, x, GRID_IMAGES**2)
+    save_png(image_grid(torch.cat(head), GRID_IMAGES), out / "grid.png")
     return _finish(out, params, {})
 
 
 def superres_images(out, model: TrainedModel, dataset, factors, source: str = "marginal", n_samples: int | None = None,
                     steps: int | None = None, seed: int = 0, batch: int = 16, variance: str = "posterior",
                     overwrite: bool = False, progress: bool = True, log=print) -> dict:
-    """Super-resolve `dataset` at each factor into OUT/x{f}/ (PNGs, grid), OUT/metrics.json and OUT/factors.png."""
+    """Super-resolve `dataset` at each factor into OUT/x{f}/ (PNGs, grid), OUT/metrics.json, OUT/factors.png.
+
+    Images stream batch by batch; only the first few of each kind are kept for the grids.
+    """
     _check_image_model(model)
     if source not in SOURCES:
         raise InputError(f"unknown super-resolution source {source!r}; choose one of {', '.join(SOURCES)}")
@@ -80,9 +84,6 @@ def superres_images(out, model: TrainedModel, dataset, factors, source: str = "m
     if done is not None:
         return done
     say = _once(log)
-    indices = np.arange(n)
-    inputs = torch.from_numpy(dataset.get(indices))
-    hr = None if source == "lowres" else inputs
     results, examples = {}, {}
     for f in factors:
         h = lowres_side(H, f)
@@ -95,25 +96,33 @@ def superres_images(out, model: TrainedModel, dataset, factors, source: str = "m
             start = superres_start(model, dataset, f, lowres=False)
         else:
             start = _lowres_start(model, dataset, f, downsample=source == "bicubic")
-        lr = inputs if source == "lowres" else bicubic_resize(inputs, h)
         chain = chain_steps_for(start, steps)
         folder = out / f"x{f:g}"
         log(f"x{f:g}: {h}x{h} -> {H}x{W}, start step {chain[0]}, {len(chain) - 1} reverse steps")
-        sr = _run(model, start, n, chain, seed, batch, variance, folder / "samples", progress)
-        bicubic = bicubic_resize(lr, H).clamp(-1, 1)
-        save_pngs(bicubic, folder / "bicubic")
-        shown = _start_images(model, start, indices[:GRID_IMAGES], seed) if source == "marginal" else \
-            _nearest(lr[:GRID_IMAGES], H)
-        rows = {"input": shown, "bicubic": bicubic[:GRID_IMAGES], "skild": sr[:GRID_IMAGES]}
-        if hr is not None:
-            rows["hr"] = hr[:GRID_IMAGES]
-        save_png(image_grid(torch.cat(list(rows.values())), min(GRID_IMAGES, n)), folder / "grid.png")
+        scores = {"skild": ImageScores(say), "bicubic": ImageScores(say)}
+        head = {"lr": [], "bicubic": [], "skild": [], "hr": []}
+        for idx, sr in _samples(model, start, n, chain, seed, batch, variance, folder / "samples", progress):
+            x = torch.from_numpy(dataset.get(idx))
+            lr = x if source == "lowres" else bicubic_resize(x, h)
+            bicubic = bicubic_resize(lr, H).clamp(-1, 1)
+            save_pngs(bicubic, folder / "bicubic", int(idx[0]))
+            if source != "lowres":
+                scores["skild"].update(sr, x)
+                scores["bicubic"].update(bicubic, x)
+            for name, images in zip(head, (lr, bicubic, sr, x)):
+                _keep(head[name], images, GRID_IMAGES)
+        first = {name: torch.cat(parts) for name, parts in head.items()}
+        shown = _start_images(model, start, np.arange(len(first["skild"])), seed) if source == "marginal" \
+            else _nearest(first["lr"], H)
+        rows = {"input": shown, "bicubic": first["bicubic"], "skild": first["skild"]}
+        if source != "lowres":
+            rows["hr"] = first["hr"]
+        save_png(image_grid(torch.cat(list(rows.values())), len(shown)), folder / "grid.png")
         key = f"{f:g}"
-        examples[key] = {name: x[:FIGURE_EXAMPLES] for name, x in rows.items()}
+        examples[key] = {name: images[:FIGURE_EXAMPLES] for name, images in rows.items()}
         results[key] = {"lowres_side": h, "start_step": chain[0], "reverse_steps": len(chain) - 1}
-        if hr is not None:
-            results[key]["skild"] = {**paired_metrics(sr, hr, say), **set_metrics(sr, hr, say)}
-            results[key]["bicubic"] = paired_metrics(bicubic, hr, say)
+        if source != "lowres":
+            results[key].update({name: score.summary() for name, score in scores.items()})
     plot_factors(results, examples, out / "factors.png", source)
     checkpoint.write_json(results, out / "metrics.json")
     return _finish(out, params, {"metrics": results})
@@ -134,16 +143,26 @@ def _lowres_start(model: TrainedModel, dataset, factor: float, downsample: bool)
     return marginal_start(model, n0, clean_modes)
 
 
-def _run(model, start, n, chain, seed, batch, variance, folder, progress) -> torch.Tensor:
-    """Run the chain for samples 0..n-1, write each as FOLDER/{i:06d}.png; return all as float32 (n, C, H, W)."""
-    parts = []
+def _samples(model, start, n, chain, seed, batch, variance, folder: Path, progress):
+    """Yield (indices, x in [−1, 1], float32) batch by batch, after writing FOLDER/*.png and FOLDER.npy."""
+    C, H, W = model.config["channels"], model.config["H"], model.config["W"]
+    folder.mkdir(parents=True, exist_ok=True)
+    array = np.lib.format.open_memmap(folder.with_suffix(".npy"), mode="w+", dtype=np.float32, shape=(n, C, H, W))
     with tqdm(total=n, unit="image", disable=not progress, dynamic_ncols=True) as bar:
         for idx, _, x in final_samples(model, start, np.arange(n), chain, seed, batch, variance):
             x = x.clamp(-1, 1).to("cpu", torch.float32)
             save_pngs(x, folder, int(idx[0]))
-            parts.append(x)
+            array[idx] = x.numpy()
             bar.update(len(idx))
-    return torch.cat(parts)
+            yield idx, x
+    array.flush()
+
+
+def _keep(head: list, images: torch.Tensor, m: int) -> None:
+    """Append to `head` the images needed to make it hold the first m."""
+    have = sum(len(t) for t in head)
+    if have < m:
+        head.append(images[:m - have])
 
 
 def _start_images(model, start, idx, seed) -> torch.Tensor:

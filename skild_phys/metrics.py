@@ -2,9 +2,9 @@
 
 Images are (n, 3, H, W) in [−1, 1] (data range 2).  Paired metrics compare image i of a
 prediction with image i of a reference and report the mean with its standard error over
-images.  Nothing is downloaded: LPIPS, FID and IS run only if their libraries are installed
-and their pretrained weights already sit in torch's hub cache; otherwise one line says how
-to provide them.
+images; `ImageScores` accumulates them batch by batch.  Nothing is downloaded: LPIPS, FID
+and IS run only if their libraries are installed and their pretrained weights already sit
+in torch's hub cache; otherwise one line says how to provide them.
 """
 
 from __future__ import annotations
@@ -46,51 +46,70 @@ def mean_sem(values: torch.Tensor) -> dict:
     return {"mean": float(v.mean()), "sem": sem, "n": int(len(v))}
 
 
-def paired_metrics(pred: torch.Tensor, ref: torch.Tensor, log=print) -> dict:
-    """PSNR and SSIM (and LPIPS when available) of each predicted image against its reference."""
-    out = {"psnr": mean_sem(psnr(pred, ref)), "ssim": mean_sem(ssim(pred, ref))}
-    lp = lpips(pred, ref, log)
-    if lp is not None:
-        out["lpips"] = mean_sem(lp)
-    return out
+class ImageScores:
+    """Image metrics over batches: per-image PSNR, SSIM (and LPIPS) against references; FID and IS of the set.
 
+    LPIPS, FID and IS are set up once, on the first update, and only if their weights are
+    local; otherwise one line each says how to provide them.
+    """
 
-def set_metrics(pred: torch.Tensor, ref: torch.Tensor | None = None, log=print) -> dict:
-    """FID of the predicted set against the reference set, and IS of the predicted set, when available."""
-    out = {}
-    inception = _weights(INCEPTION_WEIGHTS, "torch_fidelity", "FID and IS", log)
-    if inception is None:
+    def __init__(self, log=print):
+        self.log = log
+        self.values: dict[str, list[torch.Tensor]] = {}
+        self._ready = False
+        self._lpips = self._fid = self._is = None
+        self._has_ref = False
+
+    def _setup(self) -> None:
+        self._ready = True
+        if _weights(LPIPS_WEIGHTS, "torchvision", "LPIPS", self.log) is not None:
+            from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+            self._lpips = LearnedPerceptualImagePatchSimilarity(net_type="alex", reduction="none", normalize=False)
+        inception = _weights(INCEPTION_WEIGHTS, "torch_fidelity", "FID and IS", self.log)
+        if inception is not None:
+            from torchmetrics.image.fid import FrechetInceptionDistance
+            from torchmetrics.image.inception import InceptionScore
+
+            self._fid = FrechetInceptionDistance(feature=2048, normalize=True,
+                                                 feature_extractor_weights_path=str(inception))
+            self._is = InceptionScore(normalize=True, splits=1)
+
+    def update(self, pred: torch.Tensor, ref: torch.Tensor | None = None) -> "ImageScores":
+        """Add a batch of predicted images (n, 3, H, W) and, when given, their references in the same order."""
+        if not self._ready:
+            self._setup()
+        pred = _float(pred).clamp(-1, 1)
+        if ref is not None:
+            pred, ref = _pair(pred, _float(ref).clamp(-1, 1))
+            self._add("psnr", psnr(pred, ref))
+            self._add("ssim", ssim(pred, ref))
+            if self._lpips is not None:
+                self._add("lpips", self._lpips(pred, ref).reshape(-1))
+            if self._fid is not None:
+                self._fid.update((ref + 1) / 2, real=True)
+                self._has_ref = True
+        if self._fid is not None:
+            self._fid.update((pred + 1) / 2, real=False)
+            self._is.update((pred + 1) / 2)
+        return self
+
+    def summary(self) -> dict:
+        """{metric: {mean, sem, n}} for per-image metrics, plus "fid" and "is" when computed."""
+        out = {name: mean_sem(torch.cat(parts)) for name, parts in self.values.items()}
+        if self._fid is not None and self._has_ref:
+            out["fid"] = float(self._fid.compute())
+        if self._is is not None:
+            out["is"] = float(self._is.compute()[0])
         return out
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.inception import InceptionScore
 
-    pred01 = (_float(pred).clamp(-1, 1) + 1) / 2
-    if ref is not None:
-        fid = FrechetInceptionDistance(feature=2048, normalize=True, feature_extractor_weights_path=str(inception))
-        fid.update((_float(ref).clamp(-1, 1) + 1) / 2, real=True)
-        fid.update(pred01, real=False)
-        out["fid"] = float(fid.compute())
-    score = InceptionScore(normalize=True, splits=1)
-    score.update(pred01)
-    out["is"] = float(score.compute()[0])
-    return out
+    def _add(self, name: str, values: torch.Tensor) -> None:
+        self.values.setdefault(name, []).append(values.detach().reshape(-1).to(torch.float64))
 
 
 def image_metrics(pred: torch.Tensor, ref: torch.Tensor | None = None, log=print) -> dict:
-    """Paired metrics against `ref` (when given, same shape) and the set metrics of `pred`."""
-    out = {} if ref is None else paired_metrics(pred, ref, log)
-    return {**out, **set_metrics(pred, ref, log)}
-
-
-def lpips(pred: torch.Tensor, ref: torch.Tensor, log=print) -> torch.Tensor | None:
-    """Per-image LPIPS (AlexNet), or None with a one-line message when its weights are not local."""
-    if _weights(LPIPS_WEIGHTS, "torchvision", "LPIPS", log) is None:
-        return None
-    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
-
-    pred, ref = _pair(pred, ref)
-    metric = LearnedPerceptualImagePatchSimilarity(net_type="alex", reduction="none", normalize=False)
-    return metric(pred.clamp(-1, 1), ref.clamp(-1, 1)).reshape(-1)
+    """ImageScores of one set of images (and its references) in a single batch."""
+    return ImageScores(log).update(pred, ref).summary()
 
 
 def _weights(filename: str, library: str, what: str, log) -> Path | None:

@@ -18,7 +18,7 @@ from skild_phys.errors import InputError
 from skild_phys.image_sampling import superres_images
 from skild_phys.images import (Cifar10, ImageFolder, bicubic_resize, centre_crop_resize, embed_lowres, to_uint8,
                                write_cifar_batches)
-from skild_phys.metrics import mean_sem, paired_metrics, psnr, set_metrics, ssim
+from skild_phys.metrics import ImageScores, image_metrics, mean_sem, psnr, ssim
 from skild_phys.methods import load_trained
 from skild_phys.model import estimate_spectrum
 from skild_phys.photos import PHOTOS, photo_crops
@@ -185,9 +185,15 @@ def test_psnr_ssim_oracles(tmp_path, monkeypatch):
     # nothing downloads: without local weights LPIPS, FID and IS are skipped with one line each
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     said = []
-    out = paired_metrics(x, x, said.append)
-    assert set(out) == {"psnr", "ssim"} and set_metrics(x, x, said.append) == {}
+    out = image_metrics(x, x, said.append)
+    assert set(out) == {"psnr", "ssim"} and out["ssim"]["mean"] == pytest.approx(1.0)
     assert len(said) == 2 and all("\n" not in m and "skipped" in m for m in said)
+    # batch by batch: the same per-image values as all at once
+    y = x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    streamed = ImageScores(said.append).update(y[:1], x[:1]).update(y[1:], x[1:]).summary()
+    whole = image_metrics(y, x, said.append)
+    for name in ("psnr", "ssim"):
+        assert streamed[name] == pytest.approx(whole[name])
     assert not any(tmp_path.rglob("*.pth"))
 
 
