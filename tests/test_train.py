@@ -178,8 +178,12 @@ def test_corrupted_checkpoint_is_one_sentence(tmp_path, trained_run):
 
 
 def test_bad_sampling_inputs(tmp_path, trained_run, store8, store16):
-    msg = _one_line_error(_cli("superres", "--checkpoint", trained_run, "--data", store16, "--factor", 8,
-                               "--out", tmp_path / "x.zarr"))
+    # the auto schedule ends at r(N) < 1 pixel per side; a factor beyond H / r(N) has no start step
+    schedule = load_model(trained_run, "cpu").process.schedule
+    r_end = float(schedule.resolution(schedule.N))
+    assert 0 < r_end < 1
+    msg = _one_line_error(_cli("superres", "--checkpoint", trained_run, "--data", store16, "--factor",
+                               2 * 16 / r_end, "--out", tmp_path / "x.zarr"))
     assert "not reachable" in msg
     msg = _one_line_error(_cli("superres", "--checkpoint", trained_run, "--data", store8, "--factor", 2,
                                "--out", tmp_path / "x.zarr"))
