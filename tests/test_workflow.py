@@ -59,6 +59,19 @@ def test_quickstart_stage_outputs(quickstart):
     assert len(records) == 8 and all(r["finished"] for r in records)
 
 
+def test_demo_reuses_the_quickstart_and_prints_the_table(quickstart, capsys, monkeypatch):
+    from skild_phys import demo
+
+    out, _ = quickstart
+    monkeypatch.chdir(out.parent.parent)
+    before = {p.name: p.stat().st_mtime_ns for p in (out / workflow.RECORD_DIR).glob("*.json")}
+    assert demo.main(sum((["--var", v] for v in TINY), [])) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("[     done]") == 8 and "kappa4(l)" in printed and "SR3 (dev. from truth)" in printed
+    assert {p.name: p.stat().st_mtime_ns for p in (out / workflow.RECORD_DIR).glob("*.json")} == before
+    assert demo.main(["--var", "no_equals_sign"]) == 2
+
+
 def test_rerun_skips_finished_stages_and_force_reruns_dependents(quickstart):
     out, args = quickstart
     os.chdir(out.parent.parent)
