@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 
+from analysis.moments import MOMENT_NAMES, moment_estimates, moment_primitives
 from analysis.stats import block_sums, jackknife, n_blocks_for
 from ising import exact, store
 from skild_phys.errors import InputError
+
 
 def thermo_moments(energy, magnetization, L: int, beta: float, block_min: int) -> dict:
     """Per-spin <e>, <|m|>, <m^2>, <m^4>, U4, specific heat and susceptibility with jackknife errors.
@@ -16,20 +17,10 @@ def thermo_moments(energy, magnetization, L: int, beta: float, block_min: int) -
     energy, magnetization: per-spin series ordered in Monte Carlo time (blocks of at least
     block_min consecutive samples are treated as independent).  Returns name -> (value, error).
     """
-    e = np.asarray(energy, dtype=np.float64)
-    m = np.asarray(magnetization, dtype=np.float64)
-    prim = np.stack([e, e * e, np.abs(m), m * m, m**4], axis=1)
-    N = L * L
-
-    def estimates(mean):
-        me, me2, mabs, m2, m4 = mean
-        return np.array([me, mabs, m2, m4, 1.0 - m4 / (3.0 * m2 * m2),
-                         beta**2 * N * (me2 - me * me), beta * N * (m2 - mabs * mabs)])
-
-    sums, counts = block_sums(prim, n_blocks_for(len(e), block_min))
-    value, err = jackknife(sums, counts, estimates)
-    names = ["e", "abs_m", "m2", "m4", "binder", "specific_heat", "susceptibility"]
-    return {k: (float(v), float(s)) for k, v, s in zip(names, value, err)}
+    prim = moment_primitives(energy, magnetization)
+    sums, counts = block_sums(prim, n_blocks_for(len(prim), block_min))
+    value, err = jackknife(sums, counts, lambda mean: moment_estimates(mean, beta, L * L))
+    return {k: (float(v), float(s)) for k, v, s in zip(MOMENT_NAMES, value, err)}
 
 
 def exact_reference(L: int, beta: float, J: float) -> tuple[dict, str]:
