@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-
 from analysis.moments import MOMENT_NAMES, moment_estimates, moment_primitives
 from analysis.stats import block_sums, jackknife, n_blocks_for
 from ising import exact, store
