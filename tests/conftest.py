@@ -2,6 +2,7 @@
 
 import numba
 import pytest
+import torch
 
 from ising.exact import BETA_C
 from ising.simulate import SimulationParams, run_simulation
@@ -28,3 +29,12 @@ def make_store(tmp_path_factory):
 def ising_L4(make_store):
     """L = 4 at beta_c, samples nearly independent (10 sweeps apart)."""
     return make_store("L4", L=4, n_samples=40000, chains=8, seed=11, sweeps_between=10.0)
+
+
+@pytest.fixture
+def single_torch_thread():
+    """Small tensors: one intra-op thread is fastest and immune to oversubscription on shared CPUs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

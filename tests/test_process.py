@@ -21,13 +21,7 @@ Z_MAX = 5.0
 H = 8
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Small tensors: one intra-op thread is fastest and immune to oversubscription on shared CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def power_S0(basis, alpha=0.9, C=1.0, k0sq=math.pi**2):

@@ -16,13 +16,7 @@ from skild_phys.spectrum import S0_from_fit, fit_S0, mode_variance
 TWO_ALPHA_ISING = 2 - 0.25  # 2 − η, η = 1/4 (2D Ising)
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Small tensors: one intra-op thread is fastest and immune to oversubscription on shared CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @settings(max_examples=30, deadline=None)
