@@ -30,13 +30,7 @@ ALPHA_NATURAL = 1.0
 ALPHA_TOL = 0.15
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Small tensors: one intra-op thread is fastest and immune to oversubscription on shared CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")
