@@ -288,6 +288,58 @@ def measured_tau(acc: BlockSums, chains: int) -> float:
     return max(tau_int(e[: rounds * chains].reshape(shape).T)[0], tau_int(m[: rounds * chains].reshape(shape).T)[0])
 
 
+def paired_indices(truth: Source, src: Source) -> np.ndarray | None:
+    """Truth samples a model store was made from, when it records them: the store's `source_index`
+    (from `superres --data TRUTH`), all valid and increasing, and its `source` attribute naming the
+    truth store.  Otherwise None (the two are compared as independent ensembles only)."""
+    import os
+
+    source = src.attrs.get("source")
+    if not source or truth.path == "<memory>" or src.path == "<memory>":
+        return None
+    try:
+        if not os.path.samefile(source, truth.path):
+            return None
+    except OSError:
+        return None
+    from ising.store import open_store
+
+    ds = open_store(src.path)
+    if "source_index" not in ds:
+        return None
+    idx = np.asarray(ds["source_index"].values, dtype=np.int64)
+    if idx.size != src.n or idx.size < 4 or idx.min() < 0 or idx.max() >= truth.n or np.any(np.diff(idx) <= 0):
+        return None
+    return idx
+
+
+def paired_estimates(truth: Source, src: Source, idx: np.ndarray, sizes: np.ndarray, beta: float) -> dict:
+    """Model minus truth on the same configurations, with a jackknife over joint blocks.
+
+    Sample i of `src` was made from truth sample idx[i]; blocks of consecutive i (in Monte Carlo
+    order of the truth, >= 2 tau_int) hold both, so the error of the difference includes their
+    correlation.  Returns name -> (difference, error) for kappa4 and every moment.
+    """
+    sub = Source(label=truth.label, configs=truth.configs.isel({truth.configs.dims[0]: idx}), attrs=truth.attrs,
+                 path=truth.path, project=truth.project)
+    chains = int(truth.attrs.get("chains", 1))
+    edges = block_edges(len(idx), chains, float(truth.attrs.get("tau_int_samples", 0.5)))
+    a = reduce_source(sub, sizes, edges, basis=None)
+    b = reduce_source(src, sizes, edges, basis=None)
+    L, P = truth.L, a.corner.shape[1]
+
+    def k4(mean):
+        return kappa4_from_means(expand_corner_means(mean.reshape(sizes.size, 10)))
+
+    out = {"kappa4": jackknife(np.concatenate([a.corner, b.corner], axis=1), a.counts,
+                               lambda m: k4(m[P:]) - k4(m[:P]))}
+    values, errors = jackknife(np.concatenate([a.moments, b.moments], axis=1), a.counts,
+                               lambda m: moment_estimates(m[5:], beta, L * L) - moment_estimates(m[:5], beta, L * L))
+    out["moments"] = (values, errors)
+    return out
+
+
+
 def correlators(inputs, sizes=None, labels=None, project: str = "sign", kappa4_window=None, k_window=None,
                 basis: str | None = "dct", progress: bool = True) -> xr.Dataset:
     """kappa4(l), G(r), moments and power spectrum of each input (store path, Dataset or DataArray).
@@ -347,10 +399,37 @@ def correlators(inputs, sizes=None, labels=None, project: str = "sign", kappa4_w
                             tau_origin="store attribute tau_int_samples" if recorded is not None
                             else "not recorded; samples taken as independent")
 
+    paired = {}
+    for s, src in enumerate(sources[1:], start=1):
+        idx = paired_indices(sources[0], src)
+        if idx is not None:
+            beta = _source_beta(src)
+            paired[s] = paired_estimates(sources[0], src, idx, sizes, beta_ref if beta is None else beta)
     k = None if basis is None else spectrum.radial_spectrum(np.zeros((L, L)), k=spectrum_basis(basis, L)[1])[0]
     config = {"sizes": sizes.tolist(), "project": project, "kappa4_window": kappa4_window, "k_window": k_window,
               "spectrum_basis": basis, "labels": [s.label for s in sources], "paths": [s.path for s in sources]}
-    return _assemble(sources, results, sizes, L, k, config)
+    return _add_paired(_assemble(sources, results, sizes, L, k, config), paired)
+
+
+def _add_paired(ds: xr.Dataset, paired: dict) -> xr.Dataset:
+    """kappa4_paired / moments_paired (model - truth on the same configurations) and their errors;
+    NaN for the reference and for sources that do not record which truth samples they came from."""
+    if not paired:
+        return ds
+    S, nl = ds.sizes["source"], ds.sizes["patch_size"]
+    k4, k4e = np.full((S, nl), np.nan), np.full((S, nl), np.nan)
+    mo, moe = np.full((S, len(MOMENT_NAMES)), np.nan), np.full((S, len(MOMENT_NAMES)), np.nan)
+    for s, est in paired.items():
+        k4[s], k4e[s] = est["kappa4"]
+        mo[s], moe[s] = est["moments"]
+    ds = ds.assign_coords(moment=np.array(MOMENT_NAMES, dtype=object))
+    what = "on the truth configurations each model sample was made from (source_index)"
+    ds["kappa4_paired"] = (("source", "patch_size"), k4, {"long_name": f"kappa4 model - truth {what}"})
+    ds["kappa4_paired_err"] = (("source", "patch_size"), k4e, {"long_name": "jackknife error of kappa4_paired "
+                                                                            "(joint blocks: correlation included)"})
+    ds["moments_paired"] = (("source", "moment"), mo, {"long_name": f"moment model - truth {what}"})
+    ds["moments_paired_err"] = (("source", "moment"), moe, {"long_name": "jackknife error of moments_paired"})
+    return ds
 
 
 def _source_beta(src: Source) -> float | None:
@@ -469,6 +548,15 @@ def format_table(ds: xr.Dataset) -> str:
         lines += [f"spectrum on {lo:g} <= |k|/pi <= {hi:g} (critical Ising: 2 - eta = 7/4):"]
         lines += [f"  {lab}: 2 alpha = {value('spectrum_alpha', s, '.4f', 2.0)} from C (k^2 + k0^2)^-alpha, "
                   f"{ds.attrs['spectrum_basis']} basis" for s, lab in enumerate(labels)]
+    if "kappa4_paired" in ds:
+        lines += ["", "paired: model - truth on the same truth configurations (source_index), in joint-jackknife sigma:"]
+        for s, lab in enumerate(labels):
+            if s == 0 or not np.isfinite(ds.kappa4_paired.values[s]).all():
+                continue
+            z = ds.kappa4_paired.values[s] / ds.kappa4_paired_err.values[s]
+            lines.append(f"  {lab}: kappa4 " + ", ".join(f"l={int(l)} {v:+.1f}" for l, v in zip(ds.patch_size.values, z)))
+            zm = ds.moments_paired.values[s] / ds.moments_paired_err.values[s]
+            lines.append(f"  {' ' * len(lab)}  " + ", ".join(f"{name} {v:+.1f}" for name, v in zip(MOMENT_NAMES, zm)))
     lines += ["", row("moments", labels)]
     lines += [row(f"  {name}", [value(name, s, "+.5f") for s in range(len(labels))]) for name in MOMENT_NAMES]
     return "\n".join(lines)

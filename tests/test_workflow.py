@@ -53,8 +53,10 @@ def test_quickstart_stage_outputs(quickstart):
     ds = xr.load_dataset(out / "kappa4.nc")
     assert list(ds.source.values) == ["truth", "SKILD", "SR3"]
     assert np.isfinite(ds.kappa4.values).all() and (out / "kappa4.png").stat().st_size > 10_000
+    # both super-resolved stores record their truth configurations: paired comparisons
+    assert np.isfinite(ds.kappa4_paired.sel(source=["SKILD", "SR3"]).values).all()
     report = (out / "report.md").read_text()
-    assert "| ℓ |" in report and "kappa4.png" in report and "skild-phys train" in report
+    assert "| ℓ |" in report and "kappa4.png" in report and "; paired " in report and "skild-phys train" in report
     records = [json.loads(p.read_text()) for p in (out / workflow.RECORD_DIR).glob("*.json")]
     assert len(records) == 8 and all(r["finished"] for r in records)
 
