@@ -123,13 +123,20 @@ def make_report(run_dir, title: str | None = None) -> Path:
         lines += ["### Two-point function G(r) along the axes", ""] + _G_table(ds) + [""]
         if "spectrum_alpha" in ds:
             lines += ["### Spectrum fit (2α, expect 1.75)", ""]
-            lines += _per_source_table(ds, ["spectrum_exponent"], ".3f") + [""]
+            two = ds.assign({"2α": 2 * ds.spectrum_alpha, "2α_err": 2 * ds.spectrum_alpha_err})
+            lo, hi = ds.attrs["k_window"]
+            lines += [f"C (k² + k0²)^−α over {lo / np.pi:g} ≤ |k|/π ≤ {hi / np.pi:g}, "
+                      f"{ds.attrs['spectrum_basis']} basis.", ""]
+            lines += _per_source_table(two, ["2α"], ".3f") + [""]
     trains = [r for r in recs if r["run"] == "train"]
     if trains:
         lines += ["## Models", ""] + sum((_train_summary(r) for r in trains), []) + [""]
     lines += ["## Stages, wall times and commands", "", "| stage | wall time | command |", "|---|---|---|"]
     for rec in recs:
-        wall = f"{rec['wall_s']:.0f} s" if rec.get("wall_s") is not None else "unfinished"
+        if rec["run"] == "report":
+            wall = "this page"
+        else:
+            wall = f"{rec['wall_s']:.0f} s" if rec.get("wall_s") is not None else "unfinished"
         if rec.get("resumed"):
             wall += " (resumed run only)"
         lines.append(f"| {rec['stage']} | {wall} | `{rec['command']}` |")
