@@ -43,7 +43,11 @@ def plot_correlators(ds: xr.Dataset, path) -> Path:
 
     dev = deviation_sigma(ds)
     for s, lab in enumerate(labels[1:], start=1):
-        ax_d.plot(l, dev.values[s], marker=markers[s % len(markers)], ms=5, lw=1.2, label=lab)
+        ax_d.plot(l, dev.values[s], marker=markers[s % len(markers)], ms=5, lw=1.2, color=f"C{s}", label=lab)
+        if "kappa4_paired" in ds and np.isfinite(ds.kappa4_paired.values[s]).all():
+            z = ds.kappa4_paired.values[s] / ds.kappa4_paired_err.values[s]
+            ax_d.plot(l, z, marker=markers[s % len(markers)], ms=5, lw=1.2, ls="--", mfc="none", color=f"C{s}",
+                      label=f"{lab}, paired (same truth configurations)")
     ax_d.axhline(0, color="k", lw=0.8)
     ax_d.axhspan(-2, 2, color="0.9", zorder=-1, label=r"$\pm 2\sigma$")
     ax_d.set(xscale="log", xlabel=r"patch side $\ell$ (lattice spacings)",
