@@ -520,6 +520,14 @@ def deviation_sigma(ds: xr.Dataset, name: str = "kappa4") -> xr.DataArray:
     return (ds[name] - ref) / np.sqrt(ds[name + "_err"] ** 2 + ref_err**2)
 
 
+def paired_sigma(ds: xr.Dataset, name: str = "kappa4") -> xr.DataArray | None:
+    """Paired deviation (model - truth on the same configurations) / its error; None without pairs.
+    name: "kappa4" (source, patch_size) or "moments" (source, moment); NaN for unpaired sources."""
+    if f"{name}_paired" not in ds:
+        return None
+    return ds[f"{name}_paired"] / ds[f"{name}_paired_err"]
+
+
 def format_table(ds: xr.Dataset) -> str:
     """Terminal table: kappa4 per l and source with errors and deviation from the first source; fits; moments."""
     labels = [str(s) for s in ds.source.values]
@@ -548,15 +556,16 @@ def format_table(ds: xr.Dataset) -> str:
         lines += [f"spectrum on {lo:g} <= |k|/pi <= {hi:g} (critical Ising: 2 - eta = 7/4):"]
         lines += [f"  {lab}: 2 alpha = {value('spectrum_alpha', s, '.4f', 2.0)} from C (k^2 + k0^2)^-alpha, "
                   f"{ds.attrs['spectrum_basis']} basis" for s, lab in enumerate(labels)]
-    if "kappa4_paired" in ds:
+    z4, zm = paired_sigma(ds), paired_sigma(ds, "moments")
+    if z4 is not None:
         lines += ["", "paired: model - truth on the same truth configurations (source_index), in joint-jackknife sigma:"]
         for s, lab in enumerate(labels):
-            if s == 0 or not np.isfinite(ds.kappa4_paired.values[s]).all():
+            if s == 0 or not np.isfinite(z4.values[s]).all():
                 continue
-            z = ds.kappa4_paired.values[s] / ds.kappa4_paired_err.values[s]
-            lines.append(f"  {lab}: kappa4 " + ", ".join(f"l={int(l)} {v:+.1f}" for l, v in zip(ds.patch_size.values, z)))
-            zm = ds.moments_paired.values[s] / ds.moments_paired_err.values[s]
-            lines.append(f"  {' ' * len(lab)}  " + ", ".join(f"{name} {v:+.1f}" for name, v in zip(MOMENT_NAMES, zm)))
+            lines.append(f"  {lab}: kappa4 " + ", ".join(f"l={int(l)} {v:+.1f}"
+                                                         for l, v in zip(ds.patch_size.values, z4.values[s])))
+            lines.append(f"  {' ' * len(lab)}  " + ", ".join(f"{name} {v:+.1f}"
+                                                            for name, v in zip(MOMENT_NAMES, zm.values[s])))
     lines += ["", row("moments", labels)]
     lines += [row(f"  {name}", [value(name, s, "+.5f") for s in range(len(labels))]) for name in MOMENT_NAMES]
     return "\n".join(lines)

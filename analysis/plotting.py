@@ -8,7 +8,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
-from analysis.observables import deviation_sigma
+from analysis.observables import deviation_sigma, paired_sigma
 
 
 def _guide(ax, x, x0, y0, power, label):
@@ -42,11 +42,11 @@ def plot_correlators(ds: xr.Dataset, path) -> Path:
     ax_k.legend(fontsize=8)
 
     dev = deviation_sigma(ds)
+    paired = paired_sigma(ds)
     for s, lab in enumerate(labels[1:], start=1):
         ax_d.plot(l, dev.values[s], marker=markers[s % len(markers)], ms=5, lw=1.2, color=f"C{s}", label=lab)
-        if "kappa4_paired" in ds and np.isfinite(ds.kappa4_paired.values[s]).all():
-            z = ds.kappa4_paired.values[s] / ds.kappa4_paired_err.values[s]
-            ax_d.plot(l, z, marker=markers[s % len(markers)], ms=5, lw=1.2, ls="--", mfc="none", color=f"C{s}",
+        if paired is not None and np.isfinite(paired.values[s]).all():
+            ax_d.plot(l, paired.values[s], marker=markers[s % len(markers)], ms=5, lw=1.2, ls="--", mfc="none", color=f"C{s}",
                       label=f"{lab}, paired (same truth configurations)")
     ax_d.axhline(0, color="k", lw=0.8)
     ax_d.axhspan(-2, 2, color="0.9", zorder=-1, label=r"$\pm 2\sigma$")

@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 
 from analysis.moments import MOMENT_NAMES
-from analysis.observables import deviation_sigma
+from analysis.observables import deviation_sigma, paired_sigma
 from skild_phys.errors import InputError
 from skild_phys.workflow import RECORD_DIR
 
@@ -36,7 +36,7 @@ def _kappa4_table(ds: xr.Dataset) -> list[str]:
         for s in range(len(labels)):
             cell = f"{ds.kappa4.values[s, i]:+.3e} ± {ds.kappa4_err.values[s, i]:.1e}"
             if s > 0:
-                cell += f" ({dev[s, i]:+.1f}σ{_paired_note(ds, 'kappa4_paired', s, i)})"
+                cell += f" ({dev[s, i]:+.1f}σ{_paired_note(ds, 'kappa4', s, i)})"
             cells.append(cell)
         lines.append(f"| {int(l)} | " + " | ".join(cells) + " |")
     return lines
@@ -44,9 +44,10 @@ def _kappa4_table(ds: xr.Dataset) -> list[str]:
 
 def _paired_note(ds: xr.Dataset, name: str, s: int, i: int) -> str:
     """'; paired zσ' where the source records its truth configurations, else ''."""
-    if name not in ds or not np.isfinite(ds[name].values[s, i]):
+    z = paired_sigma(ds, name)
+    if z is None or not np.isfinite(z.values[s, i]):
         return ""
-    return f"; paired {ds[name].values[s, i] / ds[name + '_err'].values[s, i]:+.1f}σ"
+    return f"; paired {z.values[s, i]:+.1f}σ"
 
 
 def _per_source_table(ds: xr.Dataset, names, fmt="+.5f") -> list[str]:
@@ -61,7 +62,7 @@ def _per_source_table(ds: xr.Dataset, names, fmt="+.5f") -> list[str]:
             v, e = ds[name].values[s], ds[name + "_err"].values[s]
             cell = f"{v:{fmt}} ± {e:.2g}"
             if s > 0:
-                paired = _paired_note(ds, "moments_paired", s, MOMENT_NAMES.index(name)) if name in MOMENT_NAMES else ""
+                paired = _paired_note(ds, "moments", s, MOMENT_NAMES.index(name)) if name in MOMENT_NAMES else ""
                 cell += f" ({(v - ref) / np.hypot(e, ref_err):+.1f}σ{paired})"
             cells.append(cell)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
