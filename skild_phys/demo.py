@@ -15,7 +15,7 @@ from pathlib import Path
 import xarray as xr
 
 from analysis.observables import format_table
-from skild_phys.cli.workflow import _parse_vars
+from skild_phys.cli.workflow import parse_vars
 from skild_phys.errors import InputError
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "workflows" / "quickstart.toml"
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m skild_phys.demo [--var NAME=VALUE ...]", file=sys.stderr)
         return 2
     try:
-        wf = workflow.load(QUICKSTART, _parse_vars(pairs))
+        wf = workflow.load(QUICKSTART, parse_vars(pairs))
         workflow.execute(wf)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 
-def _parse_vars(pairs) -> dict:
+def parse_vars(pairs) -> dict:
+    """--var NAME=VALUE pairs as a dict; values parse as TOML (numbers, booleans), else strings."""
     import tomllib
 
     from skild_phys.errors import InputError
@@ -33,7 +34,7 @@ def run_workflow(workflow_file, dry_run, force, variables):
     from skild_phys import workflow
     from skild_phys.report import make_report
 
-    wf = workflow.load(workflow_file, _parse_vars(variables))
+    wf = workflow.load(workflow_file, parse_vars(variables))
     records = workflow.execute(wf, set(force), dry_run=dry_run, echo=click.echo)
     if not dry_run and records and not any(s.run == "report" for s in wf.stages):
         click.echo(f"report: {make_report(wf.out, wf.name)}")
