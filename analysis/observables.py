@@ -538,6 +538,8 @@ def format_table(ds: xr.Dataset) -> str:
         return f"{head:<20}" + "".join(f"{cell:<{width}}" for cell in cells)
 
     def value(name, s, fmt, scale=1.0):
+        if not np.isfinite(ds[name].values[s]):
+            return "n/a (too few points in the fit window)"
         return f"{scale * ds[name].values[s]:{fmt}} +- {abs(scale) * ds[name + '_err'].values[s]:.2g}"
 
     lines = [row("kappa4(l)", [lab if s == 0 else f"{lab} (dev. from {labels[0]})" for s, lab in enumerate(labels)])]
