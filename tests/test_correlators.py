@@ -288,6 +288,7 @@ def test_paired_comparison_on_the_same_configurations(make_store, tmp_path):
     assert z.sel(moment="m2") < -4 and "paired: model - truth" in format_table(ds)
 
 
+@pytest.mark.filterwarnings("ignore::analysis.observables.BlockingWarning")  # 50 unblocked samples
 def test_unrelated_stores_are_not_paired(make_store, tmp_path):
     truth_path = make_store("paired16", L=16, n_samples=2000, chains=4, seed=9)
     other = make_store("paired16b", L=16, n_samples=400, chains=4, seed=10)
