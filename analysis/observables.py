@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,9 +238,14 @@ def reduce_source(src: Source, sizes: np.ndarray, edges: np.ndarray, basis: str 
     return acc
 
 
+def _kappa4(mean: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """kappa4 per size from the mean corner primitives (10 per size)."""
+    return kappa4_from_means(expand_corner_means(mean.reshape(sizes.size, 10)))
+
+
 def _kappa4_estimates(mean: np.ndarray, sizes: np.ndarray, L: int, window) -> np.ndarray:
     """kappa4 per size, then its plain log-log slope and its exponent with the torus corrections."""
-    k4 = kappa4_from_means(expand_corner_means(mean.reshape(sizes.size, 10)))
+    k4 = _kappa4(mean, sizes)
     slope = power_law_exponent(sizes, k4, window)[0]
     exponent = power_law_exponent(sizes, k4, window, corrections=(lambda l: l / L, lambda l: (l / L) ** 2))[0]
     return np.concatenate([k4, [slope, exponent]])
@@ -292,8 +298,6 @@ def paired_indices(truth: Source, src: Source) -> np.ndarray | None:
     """Truth samples a model store was made from, when it records them: the store's `source_index`
     (from `superres --data TRUTH`), all valid and increasing, and its `source` attribute naming the
     truth store.  Otherwise None (the two are compared as independent ensembles only)."""
-    import os
-
     source = src.attrs.get("source")
     if not source or truth.path == "<memory>" or src.path == "<memory>":
         return None
@@ -327,17 +331,12 @@ def paired_estimates(truth: Source, src: Source, idx: np.ndarray, sizes: np.ndar
     a = reduce_source(sub, sizes, edges, basis=None)
     b = reduce_source(src, sizes, edges, basis=None)
     L, P = truth.L, a.corner.shape[1]
-
-    def k4(mean):
-        return kappa4_from_means(expand_corner_means(mean.reshape(sizes.size, 10)))
-
     out = {"kappa4": jackknife(np.concatenate([a.corner, b.corner], axis=1), a.counts,
-                               lambda m: k4(m[P:]) - k4(m[:P]))}
+                               lambda m: _kappa4(m[P:], sizes) - _kappa4(m[:P], sizes))}
     values, errors = jackknife(np.concatenate([a.moments, b.moments], axis=1), a.counts,
                                lambda m: moment_estimates(m[5:], beta, L * L) - moment_estimates(m[:5], beta, L * L))
     out["moments"] = (values, errors)
     return out
-
 
 
 def correlators(inputs, sizes=None, labels=None, project: str = "sign", kappa4_window=None, k_window=None,
