@@ -559,7 +559,8 @@ def format_table(ds: xr.Dataset) -> str:
                   f"{ds.attrs['spectrum_basis']} basis" for s, lab in enumerate(labels)]
     z4, zm = paired_sigma(ds), paired_sigma(ds, "moments")
     if z4 is not None:
-        lines += ["", "paired: model - truth on the same truth configurations (source_index), in joint-jackknife sigma:"]
+        lines += ["", "paired: model - truth on the same truth configurations (source_index), "
+                      "in joint-jackknife sigma:"]
         for s, lab in enumerate(labels):
             if s == 0 or not np.isfinite(z4.values[s]).all():
                 continue

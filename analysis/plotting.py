@@ -46,7 +46,8 @@ def plot_correlators(ds: xr.Dataset, path) -> Path:
     for s, lab in enumerate(labels[1:], start=1):
         ax_d.plot(l, dev.values[s], marker=markers[s % len(markers)], ms=5, lw=1.2, color=f"C{s}", label=lab)
         if paired is not None and np.isfinite(paired.values[s]).all():
-            ax_d.plot(l, paired.values[s], marker=markers[s % len(markers)], ms=5, lw=1.2, ls="--", mfc="none", color=f"C{s}",
+            ax_d.plot(l, paired.values[s], marker=markers[s % len(markers)], ms=5, lw=1.2, ls="--", mfc="none",
+                      color=f"C{s}",
                       label=f"{lab}, paired (same truth configurations)")
     ax_d.axhline(0, color="k", lw=0.8)
     ax_d.axhspan(-2, 2, color="0.9", zorder=-1, label=r"$\pm 2\sigma$")

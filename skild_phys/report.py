@@ -112,8 +112,8 @@ def make_report(run_dir, title: str | None = None) -> Path:
             lines += [f"![kappa4]({_rel(plot, run_dir)})", ""]
         n = ", ".join(f"{s}: {int(v)}" for s, v in zip(ds.source.values, ds.n_samples.values))
         lines += [f"L = {ds.attrs['L']}; configurations analysed — {n}. Errors: {ds.attrs['error_method']}.",
-                  "Deviations are (model − truth)/√(σ²_model + σ²_truth), as for independent ensembles. Where a "
-                  "model store records the truth configuration each sample was made from (super-resolution), "
+                  "Deviations are (model − truth)/√(σ²_model + σ²_truth), as for independent ensembles. "
+                  "Where a model store records the truth configuration each sample was made from (super-resolution), "
                   "'paired' is model − truth on those same configurations over its joint-jackknife error: the "
                   "sharper test, since the shared coarse structure cancels.", ""]
         lines += _kappa4_table(ds) + [""]

@@ -273,8 +273,8 @@ def test_paired_comparison_on_the_same_configurations(make_store, tmp_path):
     assert np.isnan(ds.kappa4_paired.sel(source="truth").values).all()
     # the value is the difference of the separate estimates on the same truth samples
     sub = xr.open_zarr(truth_path).spins.isel(sample=idx)
-    separate = correlators([sub, xr.open_zarr(model_path, consolidated=False).spins], sizes=sizes, labels=["t", "m"], basis=None,
-                           progress=False)
+    model = xr.open_zarr(model_path, consolidated=False).spins
+    separate = correlators([sub, model], sizes=sizes, labels=["t", "m"], basis=None, progress=False)
     np.testing.assert_allclose(diff, separate.kappa4.values[1] - separate.kappa4.values[0], rtol=1e-10, atol=1e-13)
     # closed form: E[diff] = ((1 - 2p)^4 - 1) kappa4_truth(samples idx)
     expected = ((1 - 2 * p) ** 4 - 1) * separate.kappa4.values[0]
