@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from analysis import spectrum
 from analysis.correlation import G_from_means, pair_means
 from analysis.cumulants import check_sizes, corner_means, expand_corner_means, kappa4_from_means
 from analysis.moments import MOMENT_ATTRS, MOMENT_NAMES, energy_magnetization, moment_estimates, moment_primitives
+from analysis.profile import seam_profile
 from analysis.scaling import power_law_exponent
 from analysis.stats import jackknife, n_blocks_for, tau_int
 from skild_phys import __version__
@@ -175,6 +175,7 @@ class BlockSums:
         self.corner = np.zeros((B, sizes.size * 10))
         self.pairs = np.zeros((B, 1 + L // 2 + 1))  # site mean, then pair means for r = 0..L//2
         self.moments = np.zeros((B, 5))
+        self.profile = np.zeros((B, L // 2 + 1))  # neighbour products by distance to the array seam
         self.basis = basis
         self.modes = None
         if basis is not None:
@@ -191,6 +192,7 @@ class BlockSums:
         _add_rows(self.pairs, block, np.concatenate([site[:, None], pairs], axis=1))
         e, m = energy_magnetization(site, pairs, self.J)
         _add_rows(self.moments, block, moment_primitives(e, m))
+        _add_rows(self.profile, block, seam_profile(x))
         self.e.append(e)
         self.m.append(m)
         if self.modes is not None:
@@ -251,11 +253,16 @@ def _kappa4_estimates(mean: np.ndarray, sizes: np.ndarray, L: int, window) -> np
     return np.concatenate([k4, [slope, exponent]])
 
 
-def _spectrum_estimates(mean: np.ndarray, k_grid: np.ndarray, window) -> np.ndarray:
-    """Radial spectrum (ddof = 0 per-mode variance), then the SKILD fit (C, alpha, k0sq)."""
+def radial_variance(mean: np.ndarray, k_grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(k, radial spectrum, modes per shell) from the mean per-mode (X, X^2) primitives (ddof = 0 variance)."""
     L2 = k_grid.size
     X, X2 = mean[:L2], mean[L2:]
-    k, S_k, counts = spectrum.radial_spectrum((X2 - X * X).reshape(k_grid.shape), k=k_grid)
+    return spectrum.radial_spectrum((X2 - X * X).reshape(k_grid.shape), k=k_grid)
+
+
+def _spectrum_estimates(mean: np.ndarray, k_grid: np.ndarray, window) -> np.ndarray:
+    """Radial spectrum (ddof = 0 per-mode variance), then the SKILD fit (C, alpha, k0sq)."""
+    k, S_k, counts = radial_variance(mean, k_grid)
     try:
         fit = spectrum.fit_power_law(k, S_k, k_range=window, counts=counts)
         params = [fit.C, fit.alpha, fit.k0sq]
@@ -275,12 +282,18 @@ def source_estimates(acc: BlockSums, beta: float, kappa4_window, k_window) -> di
     out["G"] = jackknife(acc.pairs, counts, lambda m: G_from_means(m[0], m[1:]))
     values, errors = jackknife(acc.moments, counts, lambda m: moment_estimates(m, beta, L * L))
     out.update({name: (values[i], errors[i]) for i, name in enumerate(MOMENT_NAMES)})
+    out["bond_energy"] = jackknife(acc.profile, counts, lambda m: bond_energy(m, acc.J))
     if acc.modes is not None:
         values, errors = jackknife(acc.modes, counts, lambda m: _spectrum_estimates(m, acc.k, k_window))
         out["spectrum"] = (values[:-3], errors[:-3])
         for i, name in enumerate(("spectrum_C", "spectrum_alpha", "spectrum_k0sq")):
             out[name] = (values[-3 + i], errors[-3 + i])
     return out
+
+
+def bond_energy(profile_mean: np.ndarray, J: float) -> np.ndarray:
+    """Energy per spin carried by the bonds of each seam-distance class: -2 J <s s'> (averages to <e>)."""
+    return -2.0 * J * np.asarray(profile_mean)
 
 
 def measured_tau(acc: BlockSums, chains: int) -> float:
@@ -292,51 +305,6 @@ def measured_tau(acc: BlockSums, chains: int) -> float:
         return 0.5
     shape = (rounds, chains)
     return max(tau_int(e[: rounds * chains].reshape(shape).T)[0], tau_int(m[: rounds * chains].reshape(shape).T)[0])
-
-
-def paired_indices(truth: Source, src: Source) -> np.ndarray | None:
-    """Truth samples a model store was made from, when it records them: the store's `source_index`
-    (from `superres --data TRUTH`), all valid and increasing, and its `source` attribute naming the
-    truth store.  Otherwise None (the two are compared as independent ensembles only)."""
-    source = src.attrs.get("source")
-    if not source or truth.path == "<memory>" or src.path == "<memory>":
-        return None
-    try:
-        if not os.path.samefile(source, truth.path):
-            return None
-    except OSError:
-        return None
-    from ising.store import open_store
-
-    ds = open_store(src.path)
-    if "source_index" not in ds:
-        return None
-    idx = np.asarray(ds["source_index"].values, dtype=np.int64)
-    if idx.size != src.n or idx.size < 4 or idx.min() < 0 or idx.max() >= truth.n or np.any(np.diff(idx) <= 0):
-        return None
-    return idx
-
-
-def paired_estimates(truth: Source, src: Source, idx: np.ndarray, sizes: np.ndarray, beta: float) -> dict:
-    """Model minus truth on the same configurations, with a jackknife over joint blocks.
-
-    Sample i of `src` was made from truth sample idx[i]; blocks of consecutive i (in Monte Carlo
-    order of the truth, >= 2 tau_int) hold both, so the error of the difference includes their
-    correlation.  Returns name -> (difference, error) for kappa4 and every moment.
-    """
-    sub = Source(label=truth.label, configs=truth.configs.isel({truth.configs.dims[0]: idx}), attrs=truth.attrs,
-                 path=truth.path, project=truth.project)
-    chains = int(truth.attrs.get("chains", 1))
-    edges = block_edges(len(idx), chains, float(truth.attrs.get("tau_int_samples", 0.5)))
-    a = reduce_source(sub, sizes, edges, basis=None)
-    b = reduce_source(src, sizes, edges, basis=None)
-    L, P = truth.L, a.corner.shape[1]
-    out = {"kappa4": jackknife(np.concatenate([a.corner, b.corner], axis=1), a.counts,
-                               lambda m: _kappa4(m[P:], sizes) - _kappa4(m[:P], sizes))}
-    values, errors = jackknife(np.concatenate([a.moments, b.moments], axis=1), a.counts,
-                               lambda m: moment_estimates(m[5:], beta, L * L) - moment_estimates(m[:5], beta, L * L))
-    out["moments"] = (values, errors)
-    return out
 
 
 def correlators(inputs, sizes=None, labels=None, project: str = "sign", kappa4_window=None, k_window=None,
@@ -398,37 +366,18 @@ def correlators(inputs, sizes=None, labels=None, project: str = "sign", kappa4_w
                             tau_origin="store attribute tau_int_samples" if recorded is not None
                             else "not recorded; samples taken as independent")
 
+    from analysis.paired import add_paired, paired_estimates, paired_indices
+
     paired = {}
     for s, src in enumerate(sources[1:], start=1):
         idx = paired_indices(sources[0], src)
         if idx is not None:
             beta = _source_beta(src)
-            paired[s] = paired_estimates(sources[0], src, idx, sizes, beta_ref if beta is None else beta)
+            paired[s] = paired_estimates(sources[0], src, idx, sizes, beta_ref if beta is None else beta, basis)
     k = None if basis is None else spectrum.radial_spectrum(np.zeros((L, L)), k=spectrum_basis(basis, L)[1])[0]
     config = {"sizes": sizes.tolist(), "project": project, "kappa4_window": kappa4_window, "k_window": k_window,
               "spectrum_basis": basis, "labels": [s.label for s in sources], "paths": [s.path for s in sources]}
-    return _add_paired(_assemble(sources, results, sizes, L, k, config), paired)
-
-
-def _add_paired(ds: xr.Dataset, paired: dict) -> xr.Dataset:
-    """kappa4_paired / moments_paired (model - truth on the same configurations) and their errors;
-    NaN for the reference and for sources that do not record which truth samples they came from."""
-    if not paired:
-        return ds
-    S, nl = ds.sizes["source"], ds.sizes["patch_size"]
-    k4, k4e = np.full((S, nl), np.nan), np.full((S, nl), np.nan)
-    mo, moe = np.full((S, len(MOMENT_NAMES)), np.nan), np.full((S, len(MOMENT_NAMES)), np.nan)
-    for s, est in paired.items():
-        k4[s], k4e[s] = est["kappa4"]
-        mo[s], moe[s] = est["moments"]
-    ds = ds.assign_coords(moment=np.array(MOMENT_NAMES, dtype=object))
-    what = "on the truth configurations each model sample was made from (source_index)"
-    ds["kappa4_paired"] = (("source", "patch_size"), k4, {"long_name": f"kappa4 model - truth {what}"})
-    ds["kappa4_paired_err"] = (("source", "patch_size"), k4e, {"long_name": "jackknife error of kappa4_paired "
-                                                                            "(joint blocks: correlation included)"})
-    ds["moments_paired"] = (("source", "moment"), mo, {"long_name": f"moment model - truth {what}"})
-    ds["moments_paired_err"] = (("source", "moment"), moe, {"long_name": "jackknife error of moments_paired"})
-    return ds
+    return add_paired(_assemble(sources, results, sizes, L, k, config), paired)
 
 
 def _source_beta(src: Source) -> float | None:
@@ -444,6 +393,8 @@ _ATTRS = {
     "kappa4_slope": {"long_name": "slope p of a plain power law |kappa4| ~ l^p over kappa4_window"},
     "kappa4_exponent": {"long_name": "p in |kappa4| ~ l^p (1 + c1 l/L + c2 (l/L)^2) over kappa4_window (expect -1/2)"},
     "G": {"long_name": "connected two-point function along the axes"},
+    "bond_energy": {"long_name": "energy per spin -2 J <s s'> of the bonds at distance seam_distance from the "
+                                 "array seam (rows/columns L-1 | 0), rows and columns averaged", "units": "J"},
     "spectrum": {"long_name": "radial average of the per-mode variance in the orthonormal spectrum_basis"},
     "spectrum_C": {"long_name": "C of the fit S(k) = C (k^2 + k0^2)^-alpha over k_window"},
     "spectrum_alpha": {"long_name": "alpha of the fit S(k) = C (k^2 + k0^2)^-alpha over k_window"},
@@ -455,9 +406,9 @@ _ATTRS = {
 def _assemble(sources, results, sizes, L, k, config) -> xr.Dataset:
     """Stack per-source estimates into the output Dataset."""
     coords = {"source": np.array([s.label for s in sources], dtype=object), "patch_size": sizes,
-              "r": np.arange(L // 2 + 1)}
+              "r": np.arange(L // 2 + 1), "seam_distance": np.arange(L // 2 + 1)}
     dims = {"kappa4": ("source", "patch_size"), "kappa4_slope": ("source",), "kappa4_exponent": ("source",),
-            "G": ("source", "r")}
+            "G": ("source", "r"), "bond_energy": ("source", "seam_distance")}
     dims.update({name: ("source",) for name in MOMENT_NAMES})
     if k is not None:
         coords["k"] = k
@@ -483,6 +434,8 @@ def _assemble(sources, results, sizes, L, k, config) -> xr.Dataset:
     ds = xr.Dataset(data, coords=coords)
     ds.patch_size.attrs.update(long_name="patch side l", units="lattice spacings")
     ds.r.attrs.update(long_name="distance along an axis", units="lattice spacings")
+    ds.seam_distance.attrs.update(long_name="distance of a bond from the array seam (0: the bond L-1 | 0, "
+                                            "L/2: the middle)", units="lattice spacings")
     if k is not None:
         ds.k.attrs.update(long_name="|k| of the modes in a unit shell of |k|/pi, bin mean", units="1/(lattice side)")
     provenance = [{"label": s.label, "path": s.path, **{key: s.meta[key] for key in

@@ -60,3 +60,17 @@ def energy_magnetization(spins: np.ndarray, J: float = 1.0) -> tuple[float, int]
     s = spins.astype(np.int64)
     E = -J * (s * (np.roll(s, -1, axis=1) + np.roll(s, -1, axis=0))).sum()
     return E, int(s.sum())
+
+
+def seam_profile(x: np.ndarray) -> np.ndarray:
+    """Neighbour products by distance to the array seam, with explicit loops over every bond."""
+    n, L, _ = x.shape
+    sums = np.zeros((n, L // 2 + 1))
+    counts = np.zeros(L // 2 + 1)
+    for i in range(L):  # bond row i joins rows (columns) i and i + 1 mod L
+        delta = min(i + 1, L - 1 - i)
+        counts[delta] += 2 * L
+        for s in range(n):
+            for j in range(L):
+                sums[s, delta] += x[s, i, j] * x[s, (i + 1) % L, j] + x[s, j, i] * x[s, j, (i + 1) % L]
+    return sums / counts

@@ -6,6 +6,7 @@ import dask.array
 import numpy as np
 import pytest
 import xarray as xr
+import zarr
 from click.testing import CliRunner
 
 from analysis import observables
@@ -288,6 +289,54 @@ def test_paired_comparison_on_the_same_configurations(make_store, tmp_path):
     assert z.sel(moment="m2") < -4 and "paired: model - truth" in format_table(ds)
 
 
+def test_paired_two_point_profile_and_spectrum_closed_forms(make_store, tmp_path):
+    """Independent flips with probability p multiply every product of two distinct spins by q = (1 - 2p)^2:
+    G(r >= 1) and the bond energy at every seam distance by q, and add the white variance 1 - q to every
+    mode of an orthonormal basis, so the radial spectrum ratio is q + (1 - q) / S(k)."""
+    truth_path = make_store("paired16", L=16, n_samples=2000, chains=4, seed=9)
+    idx = np.arange(1600)
+    p = 0.01
+    q = (1 - 2 * p) ** 2
+    model_path = _noisy_copy(truth_path, tmp_path / "model.zarr", idx, p, seed=2)
+    ds = correlators([truth_path, model_path], sizes=[1], labels=["truth", "model"], basis="fourier", progress=False)
+    sub = xr.open_zarr(truth_path).spins.isel(sample=idx)
+    ref = correlators([sub], sizes=[1], basis="fourier", progress=False).isel(source=0)
+    m = ds.sel(source="model")
+    for var, expected in (("G_paired", (q - 1) * ref.G.values[1:]),
+                          ("bond_energy_paired", (q - 1) * ref.bond_energy.values)):
+        diff, err = m[var].values, m[var + "_err"].values
+        diff = diff[1:] if var == "G_paired" else diff
+        err = err[1:] if var == "G_paired" else err
+        assert np.all(np.abs(diff - expected) < N_SIGMA * err), (var, diff, expected, err)
+        assert np.all(np.abs(diff) > N_SIGMA * err)
+    ratio, err = m.spectrum_ratio_paired.values, m.spectrum_ratio_paired_err.values
+    expected = q + (1 - q) / ref.spectrum.values
+    assert np.all(np.abs(ratio - expected) < N_SIGMA * err + 1e-3 * (1 - q)), (ratio, expected, err)
+    # the reference compared with itself: zero differences, a ratio of one, no spread
+    self_ds = correlators([truth_path, _noisy_copy(truth_path, tmp_path / "same.zarr", idx, 0.0, seed=0)],
+                          sizes=[1], basis="fourier", progress=False).isel(source=1)
+    assert np.all(self_ds.G_paired.values == 0) and np.allclose(self_ds.spectrum_ratio_paired.values, 1, atol=1e-12)
+
+
+def test_super_resolved_coarse_store_pairs_with_its_truth(make_store, tmp_path):
+    """superres --lowres of a coarsened truth records the coarse store as its source; pairing follows the
+    coarse store's own source and source_index back to the truth."""
+    from ising.coarsen import coarsen_store
+
+    truth_path = make_store("paired16", L=16, n_samples=2000, chains=4, seed=9)
+    coarse = tmp_path / "coarse.zarr"
+    coarsen_store(truth_path, coarse, 4, "mean", progress=False)
+    idx = np.arange(0, 1200, 3)
+    model_path = _noisy_copy(truth_path, tmp_path / "model.zarr", idx, 0.0, seed=0)
+    root = zarr.open_group(str(model_path), mode="r+")
+    root.attrs["source"] = str(coarse)
+    ds = correlators([truth_path, model_path], sizes=[1, 2], basis=None, progress=False)
+    np.testing.assert_array_equal(ds.kappa4_paired.values[1], 0.0)
+    # a coarse store that is not finished is not followed
+    zarr.open_group(str(coarse), mode="r+").attrs["complete"] = False
+    assert "kappa4_paired" not in correlators([truth_path, model_path], sizes=[1], basis=None, progress=False)
+
+
 @pytest.mark.filterwarnings("ignore::analysis.observables.BlockingWarning")  # 50 unblocked samples
 def test_unrelated_stores_are_not_paired(make_store, tmp_path):
     truth_path = make_store("paired16", L=16, n_samples=2000, chains=4, seed=9)
@@ -296,3 +345,18 @@ def test_unrelated_stores_are_not_paired(make_store, tmp_path):
     assert "kappa4_paired" not in ds
     bad = _noisy_copy(truth_path, tmp_path / "m.zarr", np.arange(50)[::-1].copy(), 0.0, seed=0)  # not increasing
     assert "kappa4_paired" not in correlators([truth_path, bad], sizes=[1], basis=None, progress=False)
+
+
+def test_seam_profile_matches_brute_force_twin():
+    from analysis.profile import seam_profile
+    from tests import naive
+
+    rng = np.random.default_rng(5)
+    for L in (2, 3, 5, 8):
+        x = rng.normal(size=(3, L, L))
+        np.testing.assert_allclose(seam_profile(x), naive.seam_profile(x), rtol=1e-12, atol=1e-12)
+    # the classes average back to the mean neighbour product, i.e. the energy per spin / (-2)
+    x = np.where(rng.random((4, 8, 8)) < 0.5, 1, -1)
+    prof = seam_profile(x)
+    weights = np.bincount(np.minimum(np.arange(8) + 1, 7 - np.arange(8)))
+    np.testing.assert_allclose(prof @ weights / 8, pair_means(x)[1][:, 1], rtol=1e-12)
