@@ -135,7 +135,7 @@ def _lowres_start(model: TrainedModel, dataset, factor: float, downsample: bool)
     n0 = start_step_for_factor(model, factor)
     lr_basis = Basis.dct(h, h)
 
-    def clean_modes(idx):
+    def clean_modes(idx, gens):
         x = torch.from_numpy(dataset.get(idx)).to(device=model.device, dtype=torch.float64)
         y = bicubic_resize(x, h) if downsample else x
         return embed_lowres(lr_basis.forward(y), H, W)

@@ -21,7 +21,7 @@ class Method:
     resolve_config: Callable
     objective: Callable  # config -> per-sample training loss, or None for the SKILD ε-MSE of train.train
     load: Callable  # (run, device) -> model with .config, .process, .eps_hat
-    superres_start: Callable  # (model, dataset, factor, lowres) -> sample.StartSpec
+    superres_start: Callable  # (model, dataset, factor, lowres, lowres_start) -> sample.StartSpec
 
 
 def _skild() -> Method:
@@ -56,6 +56,6 @@ def load_trained(run, device: str = "auto"):
     return get_method(name).load(run, device)
 
 
-def superres_start_for(model, dataset, factor: float, lowres: bool):
-    """The super-resolution start of the model's method."""
-    return get_method(model.config.get("model", "skild")).superres_start(model, dataset, factor, lowres)
+def superres_start_for(model, dataset, factor: float, lowres: bool, lowres_start: str = "conditional"):
+    """The super-resolution start of the model's method (lowres_start: how SKILD embeds a real coarse input)."""
+    return get_method(model.config.get("model", "skild")).superres_start(model, dataset, factor, lowres, lowres_start)

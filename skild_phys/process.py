@@ -149,6 +149,22 @@ class Process:
         return (eps_hat_k - eps).square().reshape(B, -1).mean(dim=1)
 
 
+def gaussian_denoiser(process: Process) -> Denoiser:
+    """ε̂(x_n, n) = E[ε | X_n] for Gaussian data X_0 ~ N(0, S0): √(1−ᾱ_n) X_n / √S0 per mode.
+
+    The exact denoiser of the data the process's spectrum describes; with it, the reverse
+    chain samples the Gaussian field of spectrum S0 (generation) or its Gaussian conditional
+    given the resolved modes (super-resolution): the floor of what the spectrum alone explains.
+    """
+
+    def eps_hat(x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        la = process.log_alpha_bar(n)
+        X = process.basis.forward(x)
+        return process.basis.inverse(torch.sqrt(-torch.expm1(la)).to(x) * X / torch.sqrt(process.S0).to(x))
+
+    return eps_hat
+
+
 def reverse_chain(process: Process, eps_hat: Denoiser, X_start: torch.Tensor, steps: Sequence[int],
                   generator, variance: str = "posterior", progress: Callable | None = None) -> torch.Tensor:
     """Ancestral sampling from X_start at steps[0] down the decreasing steps to steps[-1] = 0.

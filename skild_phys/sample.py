@@ -24,6 +24,7 @@ from ising.lattice import energy_per_spin
 from skild_phys import __version__
 from skild_phys.basis import Basis, embed_low_modes
 from skild_phys.errors import InputError
+from skild_phys.lowres import BlockMeanConditional
 from skild_phys.model import TrainedModel
 from skild_phys.process import per_sample_generators, randn, respaced_steps, reverse_chain
 
@@ -72,51 +73,70 @@ def start_step_for_factor(model: TrainedModel, factor: float) -> int:
         raise InputError(f"factor {factor:g} is not reachable with this checkpoint: {err}") from None
 
 
-def superres_start(model: TrainedModel, dataset, factor: float, lowres: bool) -> StartSpec:
-    """Super-resolution start at n0: forward marginal of the HR sample, or of the embedded LR input."""
+LOWRES_STARTS = ("conditional", "embed")
+
+
+def superres_start(model: TrainedModel, dataset, factor: float, lowres: bool,
+                   lowres_start: str = "conditional") -> StartSpec:
+    """Super-resolution start at n0: forward marginal of the HR sample, or of a clean state built from the LR input.
+
+    A real low-resolution input (block means; ±1 block spins stand for block means of the
+    training data's typical size E|block mean|) becomes a clean state either by Gaussian
+    conditioning on the block means under the process's S0 ("conditional", any basis, see
+    skild_phys.lowres) or by placing its DCT coefficients in the low modes ("embed", DCT only).
+    """
     H = model.config["H"]
     n0 = start_step_for_factor(model, factor)
     p = model.process
     if dataset.channels != model.config["channels"]:
         raise InputError(f"data have {dataset.channels} channels, the checkpoint expects {model.config['channels']}")
+    if lowres_start not in LOWRES_STARTS:
+        raise InputError(f"unknown low-resolution start {lowres_start!r}; choose one of {', '.join(LOWRES_STARTS)}")
     if not lowres:
         if (dataset.height, dataset.width) != (H, model.config["W"]):
             raise InputError(f"data are {dataset.height}x{dataset.width} but the checkpoint was trained at "
                              f"{H}x{model.config['W']}; pass the coarse input with --lowres instead")
 
-        def to_modes(x):
+        def to_modes(x, gens):
             return p.basis.forward(x)
     else:
         h = dataset.height
         if h * factor != H or dataset.width * factor != model.config["W"]:
             raise InputError(f"low-resolution data are {h}x{dataset.width}; factor {factor:g} needs "
                              f"{H / factor:g}x{model.config['W'] / factor:g} for this checkpoint")
-        lr_basis = Basis.named("dct", h, dataset.width)
         # ±1 block spins estimate the block mean up to its typical size E|block mean| (training data)
         scale = 1.0
         if dataset.kind == "spins":
             scale = model.config["data"].get("block_mean_abs", {}).get(str(int(factor)))
             if scale is None:
                 raise InputError(f"the checkpoint has no block-spin scale for factor {factor:g}; coarsen with --rule mean")
+        if lowres_start == "embed":
+            if p.basis.name != "dct":
+                raise InputError("the 'embed' low-resolution start needs a DCT-basis checkpoint; use 'conditional'")
+            lr_basis = Basis.named("dct", h, dataset.width)
 
-        def to_modes(y):
-            return embed_low_modes(lr_basis.forward(scale * y), H, model.config["W"])
+            def to_modes(y, gens):
+                return embed_low_modes(lr_basis.forward(scale * y), H, model.config["W"])
+        else:
+            conditional = BlockMeanConditional(p.basis, p.S0.cpu(), int(round(factor)))
 
-        if p.basis.name != "dct":
-            raise InputError("real low-resolution inputs need a DCT-basis checkpoint")
+            def to_modes(y, gens):
+                z = randn((len(y), 1, H, model.config["W"]), gens, dtype=torch.float64, device=model.device)
+                return conditional.sample(scale * y, z)
 
-    def clean_modes(idx):
-        return to_modes(torch.from_numpy(dataset.get(idx)).to(device=model.device, dtype=torch.float64))
+    def clean_modes(idx, gens):
+        x = torch.from_numpy(dataset.get(idx)).to(device=model.device, dtype=torch.float64)
+        return to_modes(x, gens)
 
     return marginal_start(model, n0, clean_modes)
 
 
 def marginal_start(model: TrainedModel, n0: int, clean_modes: Callable) -> StartSpec:
-    """Start at n0 from the forward marginal of clean_modes(indices) -> X_0 (B, C, H, W) in the model's basis."""
+    """Start at n0 from the forward marginal of clean_modes(indices, generators) -> X_0 (B, C, H, W) in the model's basis."""
     p = model.process
 
     def state(idx, gens):
-        X0 = clean_modes(idx)
+        X0 = clean_modes(idx, gens)
         eps = randn(X0.shape, gens, dtype=torch.float64, device=model.device)
         return p.marginal(X0, n0, eps)
 
@@ -158,7 +178,7 @@ def run_sampler(out, model: TrainedModel, start: StartSpec, n_samples: int, attr
     chain_steps = chain_steps_for(start, steps)
     params = {"checkpoint": model.digest, "n_samples": n_samples, "seed": seed, "start_step": chain_steps[0],
               "reverse_steps": len(chain_steps) - 1, "variance": variance, "keep_field": keep_field,
-              **{k: attrs[k] for k in ("source", "factor", "mode") if k in attrs}}
+              **{k: attrs[k] for k in ("source", "factor", "mode", "input") if k in attrs}}
     params = json.loads(json.dumps(params))
     existing = store.read_attrs(out)
     done = 0

@@ -17,7 +17,6 @@ import torch
 from skild_phys import __version__
 from skild_phys.errors import InputError
 from skild_phys.schedule import Schedule
-from skild_phys.unet import CONFIGS
 
 COSINE_OFFSET = 0.008  # s of the cosine schedule (Nichol & Dhariwal 2021, Eq. 17)
 
@@ -34,12 +33,13 @@ def upsample(y: torch.Tensor, factor: int) -> torch.Tensor:
     return y.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
 
 
-def resolve_config(dataset, preset, factor, k_c, net, periodic, basis, spectrum, settings, parameterization="v"):
+def resolve_config(dataset, preset, factor, k_c, net, periodic, basis, spectrum, settings, parameterization="v",
+                   shape=None):
     """Configuration of an SR3 run: cosine DDPM in the pixel (identity) basis, S0 = 1."""
     from skild_phys.model import block_mean_scale
+    from skild_phys.train import net_config
 
-    if net not in CONFIGS:
-        raise InputError(f"unknown network size {net!r}; choose one of {', '.join(CONFIGS)}")
+    net_entry = net_config(dataset, net, periodic, shape, cond_channels=dataset.channels)
     f = int(round(factor))
     if f != factor or f < 2 or dataset.height % f or dataset.width % f:
         raise InputError(f"SR3 needs an integer factor >= 2 dividing the image size, got {factor:g}")
@@ -57,8 +57,7 @@ def resolve_config(dataset, preset, factor, k_c, net, periodic, basis, spectrum,
         "schedule": Schedule("cosine", 0.0, 0.0, theta=COSINE_OFFSET, k_c=0.0, tau=0.1).to_dict(),
         "basis": "identity",
         "spectrum": {"mode": "white"},
-        "net": {"name": net, "periodic": dataset.periodic if periodic is None else periodic,
-                "cond_channels": dataset.channels},
+        "net": net_entry,
         "train": asdict(settings),
     }
     S0 = np.ones((dataset.channels, dataset.height, dataset.width))
@@ -69,14 +68,18 @@ def make_objective(factor: int, parameterization: str):
     """Per-sample ε-MSE with the block-mean conditioning of each training image."""
     from skild_phys.model import network_denoiser
 
-    def objective(net, process, x0, generator):
-        return process.loss(network_denoiser(net, process, parameterization, condition(x0, factor)), x0, generator)
+    def objective(net, process, x0, generator, n=None):
+        return process.loss(network_denoiser(net, process, parameterization, condition(x0, factor)), x0, generator, n)
 
     return objective
 
 
-def superres_start(model, dataset, factor: float, lowres: bool):
-    """SR3 super-resolution: pure noise at n = N, conditioned on the (embedded) low-resolution input."""
+def superres_start(model, dataset, factor: float, lowres: bool, lowres_start: str = "conditional"):
+    """SR3 super-resolution: pure noise at n = N, conditioned on the low-resolution input.
+
+    The network sees the block means directly, so `lowres_start` (how SKILD turns them into a
+    clean state) does not apply.
+    """
     from skild_phys.sample import StartSpec
 
     f = model.config["factor"]
