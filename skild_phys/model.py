@@ -13,13 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from analysis.spectrum import ModeVariance, dct2, fit_power_law, radial_spectrum, wavenumber_grid
+from analysis.spectrum import fit_power_law, radial_spectrum
 from skild_phys import checkpoint
 from skild_phys.basis import Basis, block_mean
 from skild_phys.errors import InputError
 from skild_phys.presets import get_preset, preset_from_rule
 from skild_phys.process import Process
 from skild_phys.schedule import Schedule
+from skild_phys.spectrum import mode_variance
 from skild_phys.unet import build_unet
 
 SPECTRUM_SAMPLES = 10000  # samples used to estimate S0 (the first ones of the training set)
@@ -59,25 +60,39 @@ def resolve_schedule(preset: str, H: int, factor: float, k_c: float | None) -> t
     return s, p.name
 
 
-def estimate_spectrum(dataset, mode: str, max_samples: int = SPECTRUM_SAMPLES) -> tuple[np.ndarray, dict]:
-    """Per-mode S0 (C, H, W) of the data in the DCT basis: the empirical variance or its power-law fit."""
-    if mode not in ("fit", "empirical"):
-        raise InputError(f"spectrum mode must be 'fit' or 'empirical', got {mode!r}")
-    acc = ModeVariance()
+SPECTRUM_MODES = ("fit", "empirical", "fit-low")
+
+
+def estimate_spectrum(dataset, mode: str, basis: str = "dct",
+                      max_samples: int = SPECTRUM_SAMPLES) -> tuple[np.ndarray, dict]:
+    """Per-mode S0 (C, H, W) of the data in the process's own basis.
+
+    "empirical": the measured per-mode variance; "fit": its radial power-law fit
+    C (k² + k0²)^(−α) (the paper's default); "fit-low": the fit, with the measured variance
+    in the lowest modes (|k| < 2 k_min: the DC mode and the first shells), which a radial
+    power law does not follow (the magnetisation mode of a critical lattice).
+    """
+    if mode not in SPECTRUM_MODES:
+        raise InputError(f"spectrum mode must be one of {', '.join(SPECTRUM_MODES)}, got {mode!r}")
+    b = Basis.named(basis, dataset.height, dataset.width)
     n = min(len(dataset), max_samples)
-    for start in range(0, n, 256):
-        acc.update(dct2(dataset.get(np.arange(start, min(start + 256, n))).astype(np.float64)))
-    var = np.maximum(acc.variance, 1e-12)
+    batches = (dataset.get(np.arange(start, min(start + 256, n))) for start in range(0, n, 256))
+    var = np.maximum(mode_variance(batches, b).variance, 1e-12)
+    k = b.k.numpy()
     fits = []
     for c in range(var.shape[0]):
-        k, S_k, counts = radial_spectrum(var[c])
-        fits.append(fit_power_law(k[k > 0], S_k[k > 0], counts=counts[k > 0]))
-    info = {"mode": mode, "samples": int(n),
+        kr, S_k, counts = radial_spectrum(var[c], k=k)
+        fits.append(fit_power_law(kr[kr > 0], S_k[kr > 0], counts=counts[kr > 0]))
+    info = {"mode": mode, "basis": basis, "samples": int(n),
             "fit": [{"C": f.C, "alpha": f.alpha, "k0sq": f.k0sq, "alpha_err": f.alpha_err} for f in fits]}
     if mode == "empirical":
         return var, info
-    kgrid = wavenumber_grid(var.shape[-2], var.shape[-1])
-    return np.stack([f(kgrid) for f in fits]), info
+    S0 = np.stack([f(k) for f in fits])
+    if mode == "fit-low":
+        low = k < 2 * k[k > 0].min()
+        S0[:, low] = var[:, low]
+        info["measured_modes"] = int(low.sum())
+    return S0, info
 
 
 def block_mean_scale(dataset, max_samples: int = SPECTRUM_SAMPLES) -> dict[str, float]:
@@ -103,7 +118,7 @@ def build_network(config: dict) -> torch.nn.Module:
     """The U-Net of a configuration (weights freshly initialised)."""
     net = config["net"]
     return build_unet(net["name"], in_channels=config["channels"], out_channels=config["channels"],
-                      cond_channels=net.get("cond_channels", 0), periodic=net["periodic"])
+                      cond_channels=net.get("cond_channels", 0), periodic=net["periodic"], overrides=net.get("shape"))
 
 
 PARAMETERIZATIONS = ("v", "eps")

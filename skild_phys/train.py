@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import shutil
 import signal
 import threading
@@ -27,10 +28,12 @@ from skild_phys import __version__, checkpoint, ddp
 from skild_phys.errors import InputError
 from skild_phys.model import (block_mean_scale, build_network, build_process, estimate_spectrum, network_denoiser,
                               resolve_schedule)
-from skild_phys.unet import CONFIGS
+from skild_phys.unet import CONFIGS, build_unet
 
 # Settings that may change between a run and its resumption (the rest must match).
-RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "device")
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "device", "val_data", "val_samples", "val_every")
+LR_DECAYS = ("none", "cosine")
+VAL_BINS = 10  # equal bins of n for the validation loss
 
 
 @dataclass
@@ -48,6 +51,10 @@ class TrainSettings:
     checkpoint_every: int = 250
     log_every: int = 10
     device: str = "auto"
+    lr_decay: str = "none"  # after warm-up: constant, or cosine to zero at `steps`
+    val_data: str | None = None  # held-out store for the validation loss
+    val_samples: int = 32
+    val_every: int = 500
 
     def validate(self) -> None:
         """Raise InputError for settings no run can use."""
@@ -59,17 +66,43 @@ class TrainSettings:
             raise InputError(f"EMA decay must be in [0, 1), got {self.ema_decay}")
         if self.checkpoint_every < 1 or self.log_every < 1 or self.warmup < 0:
             raise InputError("--checkpoint-every and --log-every must be >= 1, --warmup >= 0")
+        if self.lr_decay not in LR_DECAYS:
+            raise InputError(f"--lr-decay must be one of {', '.join(LR_DECAYS)}, got {self.lr_decay!r}")
+        if self.val_samples < 1 or self.val_every < 1:
+            raise InputError("--val-samples and --val-every must be at least 1")
+
+    def lr_factor(self, step: int) -> float:
+        """Learning-rate multiplier after `step` optimiser steps: linear warm-up, then constant or cosine."""
+        warm = min(1.0, (step + 1) / max(self.warmup, 1))
+        if self.lr_decay == "none" or step < self.warmup:
+            return warm
+        progress = min(1.0, (step + 1 - self.warmup) / max(self.steps - self.warmup, 1))
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def net_config(dataset, net: str, periodic: bool | None, shape: dict | None, **extra) -> dict:
+    """The `net` entry of a run configuration: named size, padding and any SHAPE_OVERRIDES."""
+    if net not in CONFIGS:
+        raise InputError(f"unknown network size {net!r}; choose one of {', '.join(CONFIGS)}")
+    entry = {"name": net, "periodic": dataset.periodic if periodic is None else periodic, **extra}
+    if shape:
+        try:
+            build_unet(net, overrides=shape)
+        except ValueError as err:
+            raise InputError(f"network shape: {err}") from None
+        entry["shape"] = dict(shape)
+    return entry
 
 
 def resolve_config(dataset, preset: str, factor: float, k_c: float | None, net: str, periodic: bool | None,
-                   basis: str, spectrum: str, settings: TrainSettings, parameterization: str = "v"):
+                   basis: str, spectrum: str, settings: TrainSettings, parameterization: str = "v",
+                   shape: dict | None = None):
     """The full configuration of a new run and its spectrum S0 (C, H, W)."""
-    if net not in CONFIGS:
-        raise InputError(f"unknown network size {net!r}; choose one of {', '.join(CONFIGS)}")
+    net_entry = net_config(dataset, net, periodic, shape)
     if dataset.height != dataset.width:
         raise InputError(f"training needs square images, got {dataset.height}x{dataset.width}")
     schedule, preset_name = resolve_schedule(preset, dataset.height, factor, k_c)
-    S0, spectrum_info = estimate_spectrum(dataset, spectrum)
+    S0, spectrum_info = estimate_spectrum(dataset, spectrum, basis)
     config = {
         "model": "skild",
         "parameterization": parameterization,
@@ -84,7 +117,7 @@ def resolve_config(dataset, preset: str, factor: float, k_c: float | None, net: 
         "schedule": schedule.to_dict(),
         "basis": basis,
         "spectrum": spectrum_info,
-        "net": {"name": net, "periodic": dataset.periodic if periodic is None else periodic},
+        "net": net_entry,
         "train": asdict(settings),
     }
     return config, S0
@@ -126,7 +159,8 @@ def train(run, dataset, config: dict, S0, resume: bool = False, progress: bool =
           objective=None) -> dict:
     """Train (or continue) the run in RUN on `dataset`; returns the final log record.
 
-    objective(net, process, x0, generator) -> per-sample loss; default: the SKILD ε-MSE.
+    objective(net, process, x0, generator, n=None) -> per-sample loss (n: fixed steps, else drawn);
+    default: the SKILD ε-MSE.
     """
     settings = TrainSettings(**config["train"])
     settings.validate()
@@ -142,7 +176,7 @@ def train(run, dataset, config: dict, S0, resume: bool = False, progress: bool =
     net = build_network(config).to(device)
     ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay), use_buffers=True)
     opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=0.0)
-    warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(settings.warmup, 1)))
+    warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: settings.lr_factor(s))
     seed = ddp.rank_seed(settings.seed, ranks)
     gen = torch.Generator().manual_seed(seed + 1)  # steps n, noise ε, augmentations
     data_rng = np.random.Generator(np.random.PCG64(seed))  # which samples form a batch
@@ -162,7 +196,8 @@ def train(run, dataset, config: dict, S0, resume: bool = False, progress: bool =
         log(f"resuming {run} at step {step}")
     process = build_process(config, S0).to(device)
     param = config.get("parameterization", "eps")
-    objective = objective or (lambda net_, proc, x0, g: proc.loss(network_denoiser(net_, proc, param), x0, g))
+    objective = objective or (lambda net_, proc, x0, g, n=None: proc.loss(network_denoiser(net_, proc, param), x0, g, n))
+    validate = validation(dataset, process, objective, settings, device) if ranks.main else None
     model = ddp.wrap(net, ranks)
     if ranks.main:
         checkpoint.write_json(config, run / checkpoint.CONFIG_FILE)
@@ -218,6 +253,10 @@ def train(run, dataset, config: dict, S0, resume: bool = False, progress: bool =
                     checkpoint.append_log(run, record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.1f}")
                 window_loss, window_t, window_n = 0.0, time.perf_counter(), 0
+            if validate is not None and (step % settings.val_every == 0 or step == settings.steps):
+                t_val = time.perf_counter()
+                checkpoint.append_log(run, {"step": step, **validate(ema.module), "time": time.time()})
+                window_t += time.perf_counter() - t_val  # not counted in the training throughput
             stop = ddp.any_rank(interrupted(), ranks)
             if step % settings.checkpoint_every == 0 or step == settings.steps or stop:
                 save()
@@ -226,6 +265,52 @@ def train(run, dataset, config: dict, S0, resume: bool = False, progress: bool =
                 bar.close()
                 raise KeyboardInterrupt
     bar.close()
+    return record
+
+
+def validation(dataset, process, objective, settings: TrainSettings, device):
+    """A fixed validation problem, or None without --val-data: net -> record of per-bin losses.
+
+    The first `val_samples` configurations of the held-out store and of the training set, each
+    noised once in each of VAL_BINS equal bins of n with draws fixed by the run's seed, so
+    every evaluation sees the same (x0, n, ε) and the curves are comparable across steps and
+    runs.  Recorded: the held-out loss per bin and overall, the training-set loss per bin (the
+    same network and draws: a gap is over-fitting), and the loss of the exact denoiser for
+    Gaussian data of spectrum S0 (what the spectrum alone explains).
+    """
+    if settings.val_data is None:
+        return None
+    from skild_phys.data import open_dataset
+    from skild_phys.process import gaussian_denoiser
+
+    held = open_dataset(settings.val_data)
+    if (held.channels, held.height, held.width) != (dataset.channels, dataset.height, dataset.width):
+        raise InputError(f"--val-data {settings.val_data} holds {held.channels}x{held.height}x{held.width} samples, "
+                         f"the training data {dataset.channels}x{dataset.height}x{dataset.width}")
+    sets = {name: torch.from_numpy(data.get(np.arange(min(settings.val_samples, len(data))))).to(device)
+            for name, data in (("val", held), ("train", dataset))}
+    edges = np.rint(np.linspace(1, process.N + 1, VAL_BINS + 1)).astype(int)
+    rng = np.random.Generator(np.random.PCG64([settings.seed, 7919]))
+    n_draws = [rng.integers(lo, hi, size=settings.val_samples) for lo, hi in zip(edges[:-1], edges[1:])]
+
+    def per_bin(loss_fn, x0):
+        out = []
+        for b, n in enumerate(n_draws):
+            g = torch.Generator().manual_seed(settings.seed * VAL_BINS + b)
+            out.append(float(loss_fn(x0, g, torch.as_tensor(n[:len(x0)], device=device)).mean()))
+        return out
+
+    with torch.no_grad():
+        floor = per_bin(lambda x0, g, n: process.loss(gaussian_denoiser(process), x0.to(torch.float64), g, n),
+                        sets["val"])
+
+    def record(net) -> dict:
+        net.eval()
+        with torch.no_grad():
+            bins = {name: per_bin(lambda x0, g, n: objective(net, process, x0, g, n), x0) for name, x0 in sets.items()}
+        return {"val_loss": float(np.mean(bins["val"])), "val_loss_bins": bins["val"],
+                "train_loss_bins": bins["train"], "val_floor_bins": floor, "val_bin_edges": edges.tolist()}
+
     return record
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -19,11 +19,11 @@ class UNetConfig:
     base_channels: int
     channel_mult: tuple[int, ...]
     blocks_per_level: int
-    attention_levels: tuple[int, ...]  # levels with self-attention, counted in downsamplings;
-    # the bottleneck always has one
+    attention_levels: tuple[int, ...]  # levels with self-attention, counted in downsamplings
     dropout: float = 0.0
     emb_mult: int = 4  # step-embedding width = emb_mult · base_channels
     film: bool = False  # step embedding as scale and shift instead of a bias
+    mid_attention: bool = True  # self-attention in the bottleneck
 
     def __post_init__(self):
         if not self.channel_mult:
@@ -175,7 +175,7 @@ class UNet(nn.Module):
                 self.down.append(Downsample(channels, periodic))
                 skip_channels.append(channels)
 
-        self.mid = nn.ModuleList([res_block(channels, channels, attention=True),
+        self.mid = nn.ModuleList([res_block(channels, channels, attention=config.mid_attention),
                                   res_block(channels, channels, attention=False)])
 
         self.up = nn.ModuleList()
@@ -249,20 +249,30 @@ class UNet(nn.Module):
         """One line naming the size, its shape and its parameter count."""
         cfg = self.config
         levels = ",".join(str(m) for m in cfg.channel_mult)
-        attention = ",".join(str(a) for a in cfg.attention_levels) or "bottleneck only"
+        attention = ", ".join([f"levels {','.join(str(a) for a in cfg.attention_levels)}"] * bool(cfg.attention_levels)
+                              + ["bottleneck"] * cfg.mid_attention) or "none"
         return (f"UNet[{self.name}] {count_parameters(self):,} parameters: "
                 f"{cfg.base_channels}×({levels}) channels, {cfg.blocks_per_level} blocks/level, "
-                f"attention at {attention} downsamplings, "
+                f"attention: {attention}, "
                 f"in={self.in_channels} cond={self.cond_channels} out={self.out_channels}, "
                 f"{'periodic' if self.periodic else 'zero'} padding")
 
 
+SHAPE_OVERRIDES = ("base_channels", "blocks_per_level", "attention_levels", "mid_attention")
+
+
 def build_unet(name: str, in_channels: int = 1, out_channels: int = 1, cond_channels: int = 0,
-               periodic: bool = False) -> UNet:
-    """Build the U-Net of a named size (`tiny`, `small`, `base`)."""
+               periodic: bool = False, overrides: dict | None = None) -> UNet:
+    """Build the U-Net of a named size (`tiny`, `small`, `base`), optionally reshaped by SHAPE_OVERRIDES."""
     if name not in CONFIGS:
         raise ValueError(f"unknown U-Net size {name!r}; choose from {sorted(CONFIGS)}")
-    return UNet(CONFIGS[name], in_channels, out_channels, cond_channels, periodic, name=name)
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - set(SHAPE_OVERRIDES)
+    if unknown:
+        raise ValueError(f"unknown U-Net shape settings {sorted(unknown)}; choose from {SHAPE_OVERRIDES}")
+    if "attention_levels" in overrides:
+        overrides["attention_levels"] = tuple(overrides["attention_levels"])
+    return UNet(replace(CONFIGS[name], **overrides), in_channels, out_channels, cond_channels, periodic, name=name)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -158,3 +158,54 @@ def test_ising_spectrum_finite_size_scaling(ising_power):
     print(f"2 − η from S_64 / S_32 = {value:.4f} ± {err:.4f}")
     assert err < 0.03
     assert abs(value - TWO_ALPHA_ISING) < 3 * err, (value, err)
+
+
+class _Fields:
+    """Minimal training-data adapter over an in-memory array (n, 1, H, W)."""
+
+    def __init__(self, x):
+        self.x = x.astype(np.float32)
+        self.height, self.width = x.shape[-2:]
+
+    def __len__(self):
+        return len(self.x)
+
+    def get(self, idx):
+        return self.x[np.asarray(idx)]
+
+
+def _torus_field(n, L, alpha, seed):
+    """Stationary Gaussian fields on the L x L torus with structure factor P(q) = (|q|^2 + 1)^-alpha, q = 2 pi m."""
+    rng = np.random.default_rng(seed)
+    m = np.fft.fftfreq(L, 1 / L)
+    P = ((2 * np.pi) ** 2 * (m[:, None] ** 2 + m[None, :] ** 2) + 1.0) ** (-alpha)
+    white = rng.normal(size=(n, L, L))
+    return np.fft.ifft2(np.fft.fft2(white) * np.sqrt(P)).real[:, None], P
+
+
+def test_S0_is_estimated_in_the_process_basis():
+    """On the torus a stationary field is diagonal in the periodic Fourier basis: the empirical S0 of
+    --basis fourier is its structure factor mode by mode (each real mode of frequency (m, n) carries
+    P(m, n)), while the DCT variances of the same data are not."""
+    from skild_phys.model import estimate_spectrum
+
+    L, alpha, n = 16, 0.9, 4000
+    x, P = _torus_field(n, L, alpha, seed=3)
+    data = _Fields(x)
+    S_f, info = estimate_spectrum(data, "empirical", "fourier")
+    assert info["basis"] == "fourier" and S_f.shape == (1, L, L)
+    basis = Basis.fourier(L)
+    q = basis.k.numpy()
+    expected = ((q**2) + 1.0) ** (-alpha)
+    # per-mode variance estimates: relative error sqrt(2 / n) each
+    z = (S_f[0] - expected) / (expected * np.sqrt(2 / n))
+    assert np.abs(z).max() < 5
+    S_d, _ = estimate_spectrum(data, "empirical", "dct")
+    assert not np.allclose(S_d[0], expected, rtol=0.2)
+    fit, fit_info = estimate_spectrum(data, "fit", "fourier")
+    assert fit_info["fit"][0]["alpha"] == pytest.approx(alpha, abs=0.05)
+    low, low_info = estimate_spectrum(data, "fit-low", "fourier")
+    measured = q < 2 * q[q > 0].min()  # DC and the (±1, 0), (±1, ±1) modes: 9 of them
+    assert low_info["measured_modes"] == 9 == measured.sum()
+    np.testing.assert_array_equal(low[0][measured], S_f[0][measured])
+    np.testing.assert_array_equal(low[0][~measured], fit[0][~measured])

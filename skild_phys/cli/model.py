@@ -19,6 +19,29 @@ def _set_threads(threads):
         torch.set_num_threads(threads)
 
 
+def _shape(channels, blocks, attention, mid_attention) -> dict:
+    """Network shape overrides from the train options (only those given)."""
+    from skild_phys.errors import InputError
+
+    shape = {}
+    if channels is not None:
+        shape["base_channels"] = channels
+    if blocks is not None:
+        shape["blocks_per_level"] = blocks
+    if attention is not None:
+        text = attention.strip().lower()
+        try:
+            shape["attention_levels"] = [] if text == "none" else [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise InputError(f"--attention must be comma-separated levels or 'none', got {attention!r}") from None
+    if mid_attention is not None:
+        shape["mid_attention"] = mid_attention
+    for name in ("base_channels", "blocks_per_level"):
+        if name in shape and shape[name] < 1:
+            raise InputError(f"--{'channels' if name == 'base_channels' else 'blocks'} must be at least 1")
+    return shape
+
+
 @click.command()
 @click.option("--data", "data_spec", required=True,
               help="Training data: a Zarr store, cifar10:DIR or imagefolder:DIR.")
@@ -29,7 +52,9 @@ def _set_threads(threads):
 @click.option("--net", default="tiny", type=click.Choice(["tiny", "small", "base"]), help="Network size.")
 @click.option("--periodic/--no-periodic", default=None, help="Circular padding [default: yes for lattice stores].")
 @click.option("--basis", default="dct", type=click.Choice(["dct", "fourier"]), help="Spectral basis of the process.")
-@click.option("--spectrum", default="fit", type=click.Choice(["fit", "empirical"]), help="S0: power-law fit or per-mode variance.")
+@click.option("--spectrum", default="fit", type=click.Choice(["fit", "empirical", "fit-low"]),
+              help="S0 in the process's basis: power-law fit, per-mode variance, or the fit with the measured "
+                   "variance of the lowest modes (DC and first shells).")
 @click.option("--size", type=int, default=None, help="Image size H for image-folder data.")
 @click.option("--steps", type=int, default=2000, help="Total optimisation steps.")
 @click.option("--batch", type=int, default=16, help="Batch size.")
@@ -46,11 +71,25 @@ def _set_threads(threads):
               help="Method: SKILD, or the SR3 conditional DDPM baseline (block-mean input at --factor).")
 @click.option("--parameterization", default="v", type=click.Choice(["v", "eps"]),
               help="Network output: v (per-mode v-prediction, stable with small networks) or eps (the paper's).")
+@click.option("--lr-decay", default="none", type=click.Choice(["none", "cosine"]),
+              help="Learning rate after warm-up: constant, or cosine decay to zero at --steps.")
+@click.option("--channels", type=int, default=None, help="Network base width [default: the --net size's].")
+@click.option("--blocks", type=int, default=None, help="Residual blocks per level [default: the --net size's].")
+@click.option("--attention", default=None,
+              help="Levels (in downsamplings) with self-attention, comma-separated, or 'none' [default: the --net size's].")
+@click.option("--mid-attention/--no-mid-attention", default=None,
+              help="Self-attention in the bottleneck [default: yes].")
+@click.option("--val-data", type=click.Path(), default=None,
+              help="Held-out store: log a validation loss by bins of n next to the training loss.")
+@click.option("--val-samples", type=int, default=32, help="Configurations of --val-data (and of the training set) "
+                                                          "in the validation loss.")
+@click.option("--val-every", type=int, default=500, help="Steps between validation losses.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_device
 @_threads
 def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, size, steps, batch, lr, warmup,
-          ema_decay, seed, no_augment, checkpoint_every, log_every, resume, overwrite, model_kind, parameterization, quiet,
+          ema_decay, seed, no_augment, checkpoint_every, log_every, resume, overwrite, model_kind, parameterization,
+          lr_decay, channels, blocks, attention, mid_attention, val_data, val_samples, val_every, quiet,
           device, threads):
     """Train a diffusion model (SKILD, or the SR3 baseline) on a configuration store or image set.
 
@@ -68,14 +107,16 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
     ranks = ddp.init_from_env(device)
     settings = TrainSettings(steps=steps, batch=batch, lr=lr, warmup=warmup, ema_decay=ema_decay, seed=seed,
                              augment=not no_augment, checkpoint_every=checkpoint_every,
-                             log_every=log_every, device=device)
+                             log_every=log_every, device=device, lr_decay=lr_decay, val_data=val_data,
+                             val_samples=val_samples, val_every=val_every)
     settings.validate()
+    shape = _shape(channels, blocks, attention, mid_attention)
     method = get_method(model_kind)
     import skild_phys.images  # noqa: F401  (registers the cifar10: and imagefolder: adapters)
 
     dataset = open_dataset(data_spec, size=size)
     config, S0 = method.resolve_config(dataset, preset, factor, k_c, net, periodic, basis, spectrum, settings,
-                                       parameterization)
+                                       parameterization, shape)
     run_dir = ddp.main_first(lambda: prepare_run_dir(run, resume=resume, overwrite=overwrite), ranks)
     try:
         record = run_training(run_dir, dataset, config, S0, resume=resume, progress=not quiet,
@@ -138,6 +179,9 @@ def generate(run, samples, out, steps, seed, batch, variance, keep_field, overwr
 @click.option("--out", type=click.Path(), required=True,
               help="Output Zarr store (lattice models) or directory with one folder per factor (image models).")
 @click.option("--samples", type=int, default=None, help="Use only the first N inputs [default: all].")
+@click.option("--lowres-start", default="conditional", type=click.Choice(["conditional", "embed"]),
+              help="Lattice --lowres: draw the clean state from its Gaussian conditional given the block means "
+                   "under the checkpoint's S0 (any basis), or place the coarse DCT coefficients in the low modes.")
 @click.option("--steps", type=int, default=None, help="Reverse steps K from n0 [default: n0].")
 @click.option("--seed", type=int, default=0, help="Base seed; sample i uses a seed derived from (seed, i).")
 @click.option("--batch", type=int, default=16, help="Samples per batch (results do not depend on it).")
@@ -147,8 +191,8 @@ def generate(run, samples, out, steps, seed, batch, variance, keep_field, overwr
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_device
 @_threads
-def superres(run, hr, lr, bicubic, factor, out, samples, steps, seed, batch, variance, keep_field, overwrite, quiet,
-             device, threads):
+def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, steps, seed, batch, variance, keep_field,
+             overwrite, quiet, device, threads):
     """Super-resolve configurations by the reverse chain from n0, where r(n0) = H / factor."""
     from skild_phys.data import LatticeStore
     from skild_phys.errors import InputError
@@ -170,9 +214,9 @@ def superres(run, hr, lr, bicubic, factor, out, samples, steps, seed, batch, var
     n = len(dataset) if samples is None else samples
     if not 1 <= n <= len(dataset):
         raise InputError(f"--samples must be between 1 and {len(dataset)}")
-    start = superres_start_for(model, dataset, factor, lowres=lr is not None)
+    start = superres_start_for(model, dataset, factor, lowres=lr is not None, lowres_start=lowres_start)
     attrs = {"mode": "superres", "source": str(hr or lr), "factor": factor, "checkpoint": str(run),
-             "input": "lowres" if lr else "forward-marginal"}
+             "input": f"lowres-{lowres_start}" if lr else "forward-marginal"}
     from skild_phys.sample import run_sampler
 
     run_sampler(out, model, start, n, attrs, steps, seed=seed, batch=batch, keep_field=keep_field, variance=variance,
