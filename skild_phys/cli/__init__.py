@@ -42,6 +42,7 @@ def main():
 _COMMAND_MODULES = [
     "simulate",
     "model",
+    "evaluate",
     "correlators",
     "workflow",
     "schedule",
