@@ -95,3 +95,62 @@ def plot_correlators(ds: xr.Dataset, path) -> Path:
     path = Path(path)
     fig.savefig(path, dpi=130)
     return path
+
+
+def plot_fidelity(ds: xr.Dataset, path, sources=None) -> Path:
+    """Fidelity figure of an evaluation Dataset: paired kappa4 excess vs l, spectrum ratio vs |k|,
+    paired bond energy vs distance to the array seam, and kappa4(l) with generation (2 x 2)."""
+    labels = [str(s) for s in ds.source.values]
+    chosen = [s for s in range(1, len(labels)) if sources is None or labels[s] in sources]
+    paired = [s for s in chosen if "kappa4_paired" in ds and np.isfinite(ds.kappa4_paired.values[s]).all()]
+    fig = Figure(figsize=(11, 8.5), layout="constrained")
+    (ax_x, ax_s), (ax_e, ax_k) = fig.subplots(2, 2)
+    fig.suptitle(f"Fidelity against the truth, L = {int(ds.attrs['L'])} (paired: on the same truth configurations)")
+    l = ds.patch_size.values.astype(np.float64)
+    truth = ds.kappa4.values[0]
+    for s in paired:
+        ex = ds.kappa4_paired.values[s] / truth
+        ax_x.errorbar(l, 100 * ex, yerr=100 * np.abs(ds.kappa4_paired_err.values[s] / truth), marker="o", ms=4,
+                      capsize=3, lw=1.2, color=f"C{s}", label=labels[s])
+    ax_x.axhline(0, color="k", lw=0.8)
+    ax_x.axhspan(-1, 1, color="0.9", zorder=-1, label=r"$\pm 1\,\%$")
+    ax_x.set(xscale="log", xlabel=r"patch side $\ell$", ylabel=r"$\kappa_4^{\rm model}/\kappa_4^{\rm truth} - 1$ (%)",
+             title=r"paired $\kappa_4$ excess (> 0: $|\kappa_4|$ too large)")
+    ax_x.legend(fontsize=7)
+    if "spectrum" in ds:
+        k = ds.k.values / np.pi
+        kp = k > 0
+        for s in chosen:
+            if "spectrum_ratio_paired" in ds and np.isfinite(ds.spectrum_ratio_paired.values[s]).all():
+                r, e, ls = ds.spectrum_ratio_paired.values[s], ds.spectrum_ratio_paired_err.values[s], "-"
+            else:
+                r = ds.spectrum.values[s] / ds.spectrum.values[0]
+                e = r * np.hypot(ds.spectrum_err.values[s] / ds.spectrum.values[s],
+                                 ds.spectrum_err.values[0] / ds.spectrum.values[0])
+                ls = ":"
+            ax_s.errorbar(k[kp], r[kp], yerr=e[kp], ls=ls, marker=".", ms=3, lw=1, color=f"C{s}", label=labels[s])
+        ax_s.axhline(1, color="k", lw=0.8)
+        ax_s.set(xscale="log", xlabel=r"$|k|/\pi$", ylabel="S(k) model / truth",
+                 title=f"spectrum ratio per shell ({ds.attrs['spectrum_basis']}; dotted: unpaired)")
+        ax_s.legend(fontsize=7)
+    d = ds.seam_distance.values
+    for s in paired:
+        ax_e.errorbar(d, ds.bond_energy_paired.values[s], yerr=ds.bond_energy_paired_err.values[s], marker="o",
+                      ms=3, capsize=2, lw=1, color=f"C{s}", label=labels[s])
+    ax_e.axhline(0, color="k", lw=0.8)
+    ax_e.set(xlabel=r"distance $\delta$ of the bond from the array seam (0: rows $L-1\,|\,0$)",
+             ylabel="bond energy per spin, model − truth", title="where in the lattice: the seam profile")
+    ax_e.legend(fontsize=7)
+    lp = l > 0
+    ax_k.errorbar(l[lp], np.abs(truth[lp]), yerr=ds.kappa4_err.values[0][lp], marker="s", ms=4, capsize=3, lw=1.5,
+                  color="k", label=labels[0])
+    for s in chosen:
+        ax_k.errorbar(l[lp], np.abs(ds.kappa4.values[s][lp]), yerr=ds.kappa4_err.values[s][lp], marker="o", ms=3,
+                      capsize=2, lw=1, color=f"C{s}", label=labels[s])
+    _guide(ax_k, l[lp], l[lp][0], abs(truth[lp][0]), -0.5, r"$\ell^{-1/2}$")
+    ax_k.set(xscale="log", yscale="log", xlabel=r"patch side $\ell$", ylabel=r"$|\kappa_4(\ell)|$",
+             title="κ4 against the whole truth (independent ensembles)")
+    ax_k.legend(fontsize=7)
+    path = Path(path)
+    fig.savefig(path, dpi=130)
+    return path

@@ -32,6 +32,7 @@ from skild_phys.process import gaussian_denoiser
 EVAL_FILE = "evaluation.json"
 DATASET_FILE = "fidelity.nc"
 TABLE_FILE = "fidelity.md"
+FIGURE_FILE = "fidelity.png"
 PROTOCOLS = ("marginal", "lowres", "generate")
 BASELINES = ("gaussian", "untrained")
 LOWRES_RULES = ("mean", "majority")
@@ -221,6 +222,9 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
 
     write_dataset(ds, out / DATASET_FILE, overwrite=True)
     (out / TABLE_FILE).write_text(format_fidelity(ds) + "\n")
+    from analysis.plotting import plot_fidelity
+
+    plot_fidelity(ds, out / FIGURE_FILE)
     return ds
 
 

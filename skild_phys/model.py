@@ -20,7 +20,7 @@ from skild_phys.errors import InputError
 from skild_phys.presets import get_preset, preset_from_rule
 from skild_phys.process import Process
 from skild_phys.schedule import Schedule
-from skild_phys.spectrum import mode_variance
+from skild_phys.spectrum import S0_from_fit, mode_variance
 from skild_phys.unet import build_unet
 
 SPECTRUM_SAMPLES = 10000  # samples used to estimate S0 (the first ones of the training set)
@@ -87,7 +87,7 @@ def estimate_spectrum(dataset, mode: str, basis: str = "dct",
             "fit": [{"C": f.C, "alpha": f.alpha, "k0sq": f.k0sq, "alpha_err": f.alpha_err} for f in fits]}
     if mode == "empirical":
         return var, info
-    S0 = np.stack([f(k) for f in fits])
+    S0 = np.stack([S0_from_fit(f, b).numpy() for f in fits])
     if mode == "fit-low":
         low = k < 2 * k[k > 0].min()
         S0[:, low] = var[:, low]

@@ -31,12 +31,17 @@ def fit_S0(S: np.ndarray, basis: Basis, k_range=None) -> PowerLawFit:
     return fit_power_law(k, S_k, k_range=k_range, counts=counts)
 
 
+K0SQ_ZERO = 1e-8  # k0² below this fraction of k_min² is the fit's lower bound 0 (up to solver tolerance)
+
+
 def S0_from_fit(fit: PowerLawFit, basis: Basis) -> torch.Tensor:
     """S0 = C (k² + k0²)^(−α) on the basis grid (H, W), float64.
 
-    With k0² = 0 the DC mode takes the value at the lowest non-zero |k| instead of infinity.
+    With k0² = 0 (numerically: below K0SQ_ZERO k_min²; a fit pushed to its bound) the DC mode
+    takes the value at the lowest non-zero |k| instead of a divergent one.
     """
     k = basis.k.clone()
-    if fit.k0sq == 0:
-        k[k == 0] = float(k[k > 0].min())
+    k_min = float(k[k > 0].min())
+    if fit.k0sq < K0SQ_ZERO * k_min**2:
+        k[k == 0] = k_min
     return torch.as_tensor(fit(k.numpy()))

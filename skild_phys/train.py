@@ -33,6 +33,8 @@ from skild_phys.unet import CONFIGS, build_unet
 # Settings that may change between a run and its resumption (the rest must match).
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "device", "val_data", "val_samples", "val_every")
 LR_DECAYS = ("none", "cosine")
+N_SAMPLINGS = ("uniform", "sr")
+SR_SHARE = 0.75  # n_sampling "sr": share of the loss's steps drawn from the super-resolution range
 VAL_BINS = 10  # equal bins of n for the validation loss
 
 
@@ -52,6 +54,7 @@ class TrainSettings:
     log_every: int = 10
     device: str = "auto"
     lr_decay: str = "none"  # after warm-up: constant, or cosine to zero at `steps`
+    n_sampling: str = "uniform"  # steps n of the loss: uniform on 1..N, or "sr" (see draw_steps)
     val_data: str | None = None  # held-out store for the validation loss
     val_samples: int = 32
     val_every: int = 500
@@ -68,6 +71,8 @@ class TrainSettings:
             raise InputError("--checkpoint-every and --log-every must be >= 1, --warmup >= 0")
         if self.lr_decay not in LR_DECAYS:
             raise InputError(f"--lr-decay must be one of {', '.join(LR_DECAYS)}, got {self.lr_decay!r}")
+        if self.n_sampling not in N_SAMPLINGS:
+            raise InputError(f"--n-sampling must be one of {', '.join(N_SAMPLINGS)}, got {self.n_sampling!r}")
         if self.val_samples < 1 or self.val_every < 1:
             raise InputError("--val-samples and --val-every must be at least 1")
 
@@ -198,6 +203,7 @@ def train(run, dataset, config: dict, S0, resume: bool = False, progress: bool =
     param = config.get("parameterization", "eps")
     objective = objective or (lambda net_, proc, x0, g, n=None: proc.loss(network_denoiser(net_, proc, param), x0, g, n))
     validate = validation(dataset, process, objective, settings, device) if ranks.main else None
+    n_sr = sr_range(config, process)
     model = ddp.wrap(net, ranks)
     if ranks.main:
         checkpoint.write_json(config, run / checkpoint.CONFIG_FILE)
@@ -234,7 +240,8 @@ def train(run, dataset, config: dict, S0, resume: bool = False, progress: bool =
             x0 = torch.from_numpy(dataset.get(idx))
             if settings.augment:
                 x0 = dataset.augment(x0, gen)
-            loss = objective(model, process, x0.to(device), gen).mean()
+            n = draw_steps(settings.n_sampling, n_sr, process.N, len(idx), gen)
+            loss = objective(model, process, x0.to(device), gen, n).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
@@ -266,6 +273,29 @@ def train(run, dataset, config: dict, S0, resume: bool = False, progress: bool =
                 raise KeyboardInterrupt
     bar.close()
     return record
+
+
+def sr_range(config: dict, process) -> int:
+    """Largest step a super-resolution chain of the run's factor starts from (N for SR3, which starts there)."""
+    if config.get("model", "skild") != "skild":
+        return process.N
+    try:
+        return process.schedule.start_step(config["H"] / config["factor"])
+    except (ValueError, KeyError, TypeError):
+        return process.N
+
+
+def draw_steps(mode: str, n_sr: int, N: int, batch: int, gen: torch.Generator) -> torch.Tensor | None:
+    """Steps n of one batch's loss: None (the process draws n ~ U{1..N}) for "uniform"; for "sr",
+    n ~ U{1..n_sr} with probability SR_SHARE and U{1..N} otherwise, so the steps every
+    super-resolution chain of the training factor runs through get most of the training while
+    the generation range keeps a quarter of it."""
+    if mode == "uniform":
+        return None
+    sr = torch.rand(batch, generator=gen) < SR_SHARE
+    low = torch.randint(1, n_sr + 1, (batch,), generator=gen)
+    full = torch.randint(1, N + 1, (batch,), generator=gen)
+    return torch.where(sr, low, full)
 
 
 def validation(dataset, process, objective, settings: TrainSettings, device):

@@ -92,6 +92,11 @@ def test_torch_spectrum_reuses_numpy_accumulator():
     pure = fit_power_law(np.arange(1, 9) * np.pi, (np.arange(1, 9) * np.pi) ** -1.5, k0sq=0.0)
     S0 = S0_from_fit(pure, basis)
     assert torch.isfinite(S0).all() and S0[0, 0] == S0[0, 1]
+    # a fit pushed to its bound returns k0² = 0 up to solver tolerance: the same DC value, not C·(1e-14)^-α
+    from dataclasses import replace
+
+    S0_bound = S0_from_fit(replace(pure, k0sq=2e-14), basis)
+    assert S0_bound[0, 0] == pytest.approx(float(S0_bound[0, 1]), rel=1e-12)
 
 
 # ---- critical Ising --------------------------------------------------------------------------- #

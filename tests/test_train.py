@@ -276,3 +276,17 @@ def test_sr3_trains_and_super_resolves(tmp_path, store16):
                                                  "--out", tmp_path / "g.zarr"))
     assert "factor 4" in _one_line_error(_cli("superres", "--checkpoint", run, "--data", store16, "--factor", 2,
                                               "--out", tmp_path / "x.zarr"))
+
+
+def test_sr_step_sampling_favours_the_super_resolution_range():
+    from skild_phys.train import SR_SHARE, draw_steps
+
+    g = torch.Generator().manual_seed(0)
+    assert draw_steps("uniform", 600, 1000, 8, g) is None
+    n = draw_steps("sr", 600, 1000, 40000, g)
+    assert n.min() >= 1 and n.max() <= 1000
+    # P(n <= 600) = SR_SHARE + (1 - SR_SHARE) * 0.6; the binomial error of 40000 draws is < 0.003
+    assert abs(float((n <= 600).double().mean()) - (SR_SHARE + (1 - SR_SHARE) * 0.6)) < 0.01
+    # above the range the density is flat: (1 - SR_SHARE) / N per step
+    high = (n > 600).double().mean() / 400
+    assert abs(float(high) - (1 - SR_SHARE) / 1000) < 0.1 * (1 - SR_SHARE) / 1000

@@ -42,7 +42,7 @@ def evaluate(run, truth, out, samples, gen_samples, steps, factor, protocols, ba
              batch, variance, spectrum_basis, overwrite, quiet, device, threads):
     """Fidelity of a checkpoint: super-resolution (both protocols) and generation against the truth.
 
-    Prints and writes OUT/fidelity.md: paired kappa4 excess per patch size, paired <e>, <|m|>, U4
+    Prints and writes OUT/fidelity.md (and fidelity.nc, fidelity.png): paired kappa4 excess per patch size, paired <e>, <|m|>, U4
     and G(r), unpaired deviations, the spectrum ratio per |k| shell, the bond-energy profile
     against distance to the array seam, and network evaluations and wall time per source —
     for the model and for the floors. Rerunning the same command resumes it.
@@ -65,7 +65,7 @@ def evaluate(run, truth, out, samples, gen_samples, steps, factor, protocols, ba
     from skild_phys.evaluate import format_fidelity
 
     click.echo(format_fidelity(ds))
-    click.echo(f"wrote {out}/{TABLE_FILE} and {out}/fidelity.nc")
+    click.echo(f"wrote {out}/{TABLE_FILE}, {out}/fidelity.nc and {out}/fidelity.png")
 
 
 COMMANDS = [evaluate]

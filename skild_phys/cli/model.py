@@ -73,6 +73,9 @@ def _shape(channels, blocks, attention, mid_attention) -> dict:
               help="Network output: v (per-mode v-prediction, stable with small networks) or eps (the paper's).")
 @click.option("--lr-decay", default="none", type=click.Choice(["none", "cosine"]),
               help="Learning rate after warm-up: constant, or cosine decay to zero at --steps.")
+@click.option("--n-sampling", default="uniform", type=click.Choice(["uniform", "sr"]),
+              help="Steps n of the loss: uniform on 1..N, or sr (3/4 of them uniform on the steps a --factor "
+                   "super-resolution chain runs through, 1/4 on all).")
 @click.option("--channels", type=int, default=None, help="Network base width [default: the --net size's].")
 @click.option("--blocks", type=int, default=None, help="Residual blocks per level [default: the --net size's].")
 @click.option("--attention", default=None,
@@ -89,7 +92,7 @@ def _shape(channels, blocks, attention, mid_attention) -> dict:
 @_threads
 def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, size, steps, batch, lr, warmup,
           ema_decay, seed, no_augment, checkpoint_every, log_every, resume, overwrite, model_kind, parameterization,
-          lr_decay, channels, blocks, attention, mid_attention, val_data, val_samples, val_every, quiet,
+          lr_decay, n_sampling, channels, blocks, attention, mid_attention, val_data, val_samples, val_every, quiet,
           device, threads):
     """Train a diffusion model (SKILD, or the SR3 baseline) on a configuration store or image set.
 
@@ -107,7 +110,8 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
     ranks = ddp.init_from_env(device)
     settings = TrainSettings(steps=steps, batch=batch, lr=lr, warmup=warmup, ema_decay=ema_decay, seed=seed,
                              augment=not no_augment, checkpoint_every=checkpoint_every,
-                             log_every=log_every, device=device, lr_decay=lr_decay, val_data=val_data,
+                             log_every=log_every, device=device, lr_decay=lr_decay, n_sampling=n_sampling,
+                             val_data=val_data,
                              val_samples=val_samples, val_every=val_every)
     settings.validate()
     shape = _shape(channels, blocks, attention, mid_attention)
