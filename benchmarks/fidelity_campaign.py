@@ -179,7 +179,10 @@ def main():
             if not (Path(data["out"]) / "zarr.json").is_file():
                 _run(argv("simulate", {**data, "quiet": True}), None)
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            list(pool.map(lambda n: run_row(campaign["rows"][n], args.threads), names))
+            futures = {n: pool.submit(run_row, campaign["rows"][n], args.threads) for n in names}
+        failed = [n for n, f in futures.items() if f.exception() is not None]
+        for n in failed:
+            print(f"row {n} failed: {f.exception() if (f := futures[n]) else ''}", file=sys.stderr)
     text = table(campaign, names)
     print(text)
     if args.out:

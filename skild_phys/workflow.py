@@ -28,7 +28,7 @@ from pathlib import Path
 from skild_phys.errors import InputError
 
 RECORD_DIR = ".workflow"
-RESUMES_ITSELF = {"simulate", "generate", "superres"}  # rerunning the same command continues them
+RESUMES_ITSELF = {"simulate", "generate", "superres", "evaluate"}  # rerunning the same command continues them
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
