@@ -164,6 +164,8 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
     params = {"checkpoint": model.digest, "truth": str(truth), "settings": asdict(settings)}
     record = _prepare_dir(out, json.loads(json.dumps(params)), overwrite)
     fresh = record.pop("overwrite", False)
+    if not fresh:
+        _write_record(out, record)  # claims the directory: an interrupted evaluation resumes
     method = model.config.get("model", "skild")
 
     runs: list[SourceRun] = []

@@ -1,6 +1,7 @@
 """The fidelity instrument: every protocol and floor in one Dataset, paired with the truth, resumable."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,3 +71,23 @@ def test_evaluate_refuses_what_it_did_not_make(run16, make_store, tmp_path):
     assert r.exit_code == 2 and "other settings" in r.output
     r = _evaluate(run16, truth, out, "--samples", "100000")
     assert r.exit_code == 2 and "exceeds" in r.output
+
+
+def test_an_interrupted_evaluation_resumes(run16, make_store, tmp_path, monkeypatch):
+    import skild_phys.sample
+    truth = make_store("truth16", L=16, n_samples=200, chains=4, seed=21)
+    out = tmp_path / "ev"
+    real = skild_phys.sample.run_sampler
+
+    def killed(store, *args, **kwargs):  # dies inside the first store, as a kill would
+        Path(store).mkdir(parents=True, exist_ok=True)
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(skild_phys.sample, "run_sampler", killed)
+    r = _evaluate(run16, truth, out, "--protocol", "marginal", "--baseline", "none")
+    assert isinstance(r.exception, RuntimeError)
+    assert (out / "evaluation.json").is_file()  # the directory is claimed before any sampling
+    monkeypatch.setattr(skild_phys.sample, "run_sampler", real)
+    r = _evaluate(run16, truth, out, "--protocol", "marginal", "--baseline", "none")
+    assert r.exit_code == 0, r.output
+    assert np.isfinite(xr.load_dataset(out / "fidelity.nc").kappa4_paired.sel(source="model/marginal")).all()
