@@ -5,6 +5,9 @@
 STORE is a `superres`/`generate` output written with --keep-field.  For a model that has
 learnt the ±1 spins the field ends at |x| ≈ 1 and the projection x -> sign(x) changes
 nothing that matters; a field spread around 0 would make the projection decide the spins.
+The second table pairs each output with its truth configuration (the store's `source`):
+the magnetisation of the field and of its signs against the truth's, which shows whether the
+projection x -> sign(x), dividing by |x| < 1, inflates the order the field carries.
 """
 
 from __future__ import annotations
@@ -29,6 +32,17 @@ def main():
         a = np.abs(ds.field.values.astype(np.float64))
         print(f"{path:<40} {a.size:>9} {a.mean():>9.4f} {(a < 0.5).mean():>9.2e} {(np.abs(a - 1) < 0.1).mean():>12.5f}  "
               + "  ".join(f"{v:.3f}" for v in np.quantile(a, qs)))
+
+    print(f"\n{'store':<40} {'<|m|> truth':>12} {'field/truth':>12} {'sign/truth':>11} {'<m_field m_truth>/<m_truth^2>':>30}")
+    for path in args.stores:
+        ds = xr.open_zarr(path)
+        truth = xr.open_zarr(ds.attrs["source"]).spins.values[ds.source_index.values].astype(np.float64)
+        m_t = truth.mean(axis=(1, 2))
+        m_f = ds.field.values.astype(np.float64).mean(axis=(1, 2))
+        m_s = np.sign(ds.field.values).astype(np.float64).mean(axis=(1, 2))
+        a_t = np.abs(m_t).mean()
+        print(f"{path:<40} {a_t:>12.4f} {np.abs(m_f).mean() / a_t:>12.4f} {np.abs(m_s).mean() / a_t:>11.4f} "
+              f"{(m_f * m_t).mean() / (m_t ** 2).mean():>30.4f}")
 
 
 if __name__ == "__main__":
