@@ -99,10 +99,25 @@ def net_config(dataset, net: str, periodic: bool | None, shape: dict | None, **e
     return entry
 
 
+# Defaults by kind of data (docs/results/fidelity_campaign.md): a periodic lattice gets the torus's
+# own basis, its measured spectrum and the cosine learning-rate decay that won the campaign; images
+# keep the paper's DCT and power-law fit and a constant learning rate.
+DATA_DEFAULTS = {"lattice": {"basis": "fourier", "spectrum": "empirical", "lr_decay": "cosine"},
+                 "image": {"basis": "dct", "spectrum": "fit", "lr_decay": "none"}}
+
+
+def data_defaults(dataset) -> dict:
+    """The default basis, spectrum mode and learning-rate decay for this kind of training data."""
+    return DATA_DEFAULTS["image" if dataset.kind == "image" else "lattice"]
+
+
 def resolve_config(dataset, preset: str, factor: float, k_c: float | None, net: str, periodic: bool | None,
-                   basis: str, spectrum: str, settings: TrainSettings, parameterization: str = "v",
+                   basis: str | None, spectrum: str | None, settings: TrainSettings, parameterization: str = "v",
                    shape: dict | None = None):
-    """The full configuration of a new run and its spectrum S0 (C, H, W)."""
+    """The full configuration of a new run and its spectrum S0 (C, H, W); basis/spectrum None: data_defaults."""
+    defaults = data_defaults(dataset)
+    basis = basis or defaults["basis"]
+    spectrum = spectrum or defaults["spectrum"]
     net_entry = net_config(dataset, net, periodic, shape)
     if dataset.height != dataset.width:
         raise InputError(f"training needs square images, got {dataset.height}x{dataset.width}")

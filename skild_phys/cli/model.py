@@ -51,10 +51,12 @@ def _shape(channels, blocks, attention, mid_attention) -> dict:
 @click.option("--k-c", "k_c", type=float, default=None, help="IR cutoff k_c [default: pi for auto, the preset's otherwise].")
 @click.option("--net", default="tiny", type=click.Choice(["tiny", "small", "base"]), help="Network size.")
 @click.option("--periodic/--no-periodic", default=None, help="Circular padding [default: yes for lattice stores].")
-@click.option("--basis", default="dct", type=click.Choice(["dct", "fourier"]), help="Spectral basis of the process.")
-@click.option("--spectrum", default="fit", type=click.Choice(["fit", "empirical", "fit-low"]),
+@click.option("--basis", default=None, type=click.Choice(["dct", "fourier"]),
+              help="Spectral basis of the process [default: fourier (periodic) for lattice stores, dct for images].")
+@click.option("--spectrum", default=None, type=click.Choice(["fit", "empirical", "fit-low"]),
               help="S0 in the process's basis: power-law fit, per-mode variance, or the fit with the measured "
-                   "variance of the lowest modes (DC and first shells).")
+                   "variance of the lowest modes (DC and first shells) [default: empirical for lattice stores, "
+                   "fit for images].")
 @click.option("--size", type=int, default=None, help="Image size H for image-folder data.")
 @click.option("--steps", type=int, default=2000, help="Total optimisation steps.")
 @click.option("--batch", type=int, default=16, help="Batch size.")
@@ -71,8 +73,9 @@ def _shape(channels, blocks, attention, mid_attention) -> dict:
               help="Method: SKILD, or the SR3 conditional DDPM baseline (block-mean input at --factor).")
 @click.option("--parameterization", default="v", type=click.Choice(["v", "eps"]),
               help="Network output: v (per-mode v-prediction, stable with small networks) or eps (the paper's).")
-@click.option("--lr-decay", default="none", type=click.Choice(["none", "cosine"]),
-              help="Learning rate after warm-up: constant, or cosine decay to zero at --steps.")
+@click.option("--lr-decay", default=None, type=click.Choice(["none", "cosine"]),
+              help="Learning rate after warm-up: constant, or cosine decay to zero at --steps [default: cosine "
+                   "for lattice stores, none for images].")
 @click.option("--n-sampling", default="uniform", type=click.Choice(["uniform", "sr"]),
               help="Steps n of the loss: uniform on 1..N, or sr (3/4 of them uniform on the steps a --factor "
                    "super-resolution chain runs through, 1/4 on all).")
@@ -104,9 +107,14 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
     from skild_phys import ddp
     from skild_phys.data import open_dataset
     from skild_phys.methods import get_method
-    from skild_phys.train import TrainSettings, prepare_run_dir, train as run_training
+    from skild_phys.train import TrainSettings, data_defaults, prepare_run_dir, train as run_training
 
     _set_threads(threads)
+    import skild_phys.images  # noqa: F401  (registers the cifar10: and imagefolder: adapters)
+
+    dataset = open_dataset(data_spec, size=size)
+    defaults = data_defaults(dataset)
+    lr_decay = lr_decay or defaults["lr_decay"]
     ranks = ddp.init_from_env(device)
     settings = TrainSettings(steps=steps, batch=batch, lr=lr, warmup=warmup, ema_decay=ema_decay, seed=seed,
                              augment=not no_augment, checkpoint_every=checkpoint_every,
@@ -116,9 +124,6 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
     settings.validate()
     shape = _shape(channels, blocks, attention, mid_attention)
     method = get_method(model_kind)
-    import skild_phys.images  # noqa: F401  (registers the cifar10: and imagefolder: adapters)
-
-    dataset = open_dataset(data_spec, size=size)
     config, S0 = method.resolve_config(dataset, preset, factor, k_c, net, periodic, basis, spectrum, settings,
                                        parameterization, shape)
     run_dir = ddp.main_first(lambda: prepare_run_dir(run, resume=resume, overwrite=overwrite), ranks)
