@@ -92,8 +92,9 @@ def _train_summary(rec: dict) -> list[str]:
     s = cfg["schedule"]
     return [f"- `{rec['stage']}` ({cfg['model']}): {cfg['net']['name']} U-Net, "
             f"{'periodic' if cfg['net']['periodic'] else 'zero'} padding; {t['steps']} steps × batch {t['batch']}, "
-            f"lr {t['lr']:g}, EMA {t['ema_decay']}; schedule {s['kind']} (λ_i {s['lam_i']:.4g}, λ_f {s['lam_f']:.4g}, "
-            f"θ {s['theta']}, k_c {s['k_c']:.4g}, τ {s['tau']:g}); basis {cfg['basis']}; "
+            f"lr {t['lr']:g} ({t.get('lr_decay', 'none')} decay), EMA {t['ema_decay']}; schedule {s['kind']} "
+            f"(λ_i {s['lam_i']:.4g}, λ_f {s['lam_f']:.4g}, θ {s['theta']}, k_c {s['k_c']:.4g}, τ {s['tau']:g}); "
+            f"basis {cfg['basis']}, S0 {cfg['spectrum'].get('mode')}; {cfg.get('parameterization', 'eps')}-prediction; "
             f"final loss {last.get('loss', float('nan')):.4f}, {last.get('samples_per_s', float('nan')):.0f} samples/s"]
 
 
@@ -129,6 +130,12 @@ def make_report(run_dir, title: str | None = None) -> Path:
             lines += [f"C (k² + k0²)^−α over {lo / np.pi:g} ≤ |k|/π ≤ {hi / np.pi:g}, "
                       f"{ds.attrs['spectrum_basis']} basis.", ""]
             lines += _per_source_table(two, ["2α"], ".3f") + [""]
+    for rec in [r for r in recs if r["run"] == "evaluate" and r.get("finished")]:
+        table = Path(rec["out"]) / "fidelity.md"
+        if table.is_file():
+            lines += [f"## Fidelity — `{rec['stage']}` (skild-phys evaluate)", "",
+                      f"![fidelity]({_rel(Path(rec['out']) / 'fidelity.png', run_dir)})", "",
+                      table.read_text().strip(), ""]
     trains = [r for r in recs if r["run"] == "train"]
     if trains:
         lines += ["## Models", ""] + sum((_train_summary(r) for r in trains), []) + [""]
