@@ -77,6 +77,35 @@ class ImageSet:
                 "data_attrs": {"kind": self.kind}, "data_digest": hashlib.sha256(head.tobytes()).hexdigest()[:16]}
 
 
+# What a CIFAR-10 batch pickle may name: NumPy's array reconstruction and nothing else (the dict,
+# lists, bytes and ints of a batch need no globals).  Any other global — os.system, builtins.eval,
+# a class with a __reduce__ — is refused before it is called, so a crafted file runs no code.
+_CIFAR_GLOBALS = {(f"numpy.{core}.{module}", name) for core in ("core", "_core")
+                  for module, name in (("multiarray", "_reconstruct"), ("numeric", "_frombuffer"))}
+_CIFAR_GLOBALS |= {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which no CIFAR-10 batch holds")
+        return super().find_class(module, name)
+
+
+def load_cifar_batch(path) -> dict:
+    """One CIFAR-10 batch pickle, read with an unpickler that admits only NumPy arrays and plain values."""
+    with open(path, "rb") as fh:
+        try:
+            batch = _CifarUnpickler(fh, encoding="bytes").load()
+        except pickle.UnpicklingError as err:
+            raise InputError(f"{path} is not a CIFAR-10 pickle batch: {err}") from None
+        except (EOFError, TypeError, ValueError, AttributeError, IndexError, MemoryError):
+            raise InputError(f"{path} is not a CIFAR-10 pickle batch") from None
+    if not isinstance(batch, dict):
+        raise InputError(f"{path} is not a CIFAR-10 pickle batch: it holds a {type(batch).__name__}, not a dict")
+    return batch
+
+
 @register_adapter("cifar10")
 class Cifar10(ImageSet):
     """CIFAR-10 as distributed: the pickle batches of `cifar-10-batches-py` (50 000 × 3 × 32 × 32 uint8).
@@ -91,12 +120,11 @@ class Cifar10(ImageSet):
         files = _cifar_files(Path(path))
         arrays = []
         for f in files:
-            with open(f, "rb") as fh:
-                try:
-                    batch = pickle.load(fh, encoding="bytes")
-                    data = np.asarray(batch[b"data"] if b"data" in batch else batch["data"], dtype=np.uint8)
-                except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError):
-                    raise InputError(f"{f} is not a CIFAR-10 pickle batch") from None
+            batch = load_cifar_batch(f)
+            try:
+                data = np.asarray(batch[b"data"] if b"data" in batch else batch["data"], dtype=np.uint8)
+            except (KeyError, TypeError, ValueError):
+                raise InputError(f"{f} is not a CIFAR-10 pickle batch: it holds no image data") from None
             if data.ndim != 2 or data.shape[1] != 3 * CIFAR_SIDE**2:
                 raise InputError(f"{f} holds arrays of shape {data.shape}, not CIFAR-10's (n, 3072)")
             arrays.append(data.reshape(-1, 3, CIFAR_SIDE, CIFAR_SIDE))

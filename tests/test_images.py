@@ -93,6 +93,46 @@ def test_cifar_batches_round_trip(tmp_path):
         open_dataset(f"cifar10:{tmp_path}", size=64)
 
 
+class _Payload:
+    """A pickle that runs a shell command when loaded with plain pickle.load."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_crafted_cifar_batch_is_refused_and_runs_nothing(tmp_path):
+    import pickle
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    marker = tmp_path / "ran"
+    with open(folder / "data_batch_1", "wb") as fh:
+        pickle.dump({b"data": _Payload(marker), b"labels": [0]}, fh)
+    with pytest.raises(InputError, match="posix.system|os.system|nt.system"):
+        open_dataset(f"cifar10:{folder}")
+    assert not marker.exists()
+    # the plain loader would have run it: the test's payload is real
+    with open(folder / "data_batch_1", "rb") as fh:
+        pickle.load(fh)
+    assert marker.exists()
+
+
+def test_cifar_batches_of_every_pickle_protocol_load(tmp_path):
+    import pickle
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 256, (4, 3072), dtype=np.uint8)
+    for protocol in (2, 3, 4, 5):
+        folder = tmp_path / f"p{protocol}"
+        folder.mkdir()
+        with open(folder / "test_batch", "wb") as fh:
+            pickle.dump({b"data": data, b"labels": [1, 2, 3, 4], b"batch_label": b"test"}, fh, protocol=protocol)
+        ds = open_dataset(f"cifar10:{folder / 'test_batch'}")
+        np.testing.assert_array_equal(to_uint8(ds.get(np.arange(4))), data.reshape(4, 3, 32, 32).transpose(0, 2, 3, 1))
+
+
 def test_imagefolder_lists_once_and_decodes_only_requested(photo_folder, monkeypatch):
     ds = ImageFolder(photo_folder, size=24)
     assert len(ds) == 32 and ds.spec == f"imagefolder:{photo_folder}"
