@@ -221,6 +221,25 @@ def test_corrupted_checkpoint_is_one_sentence(tmp_path, trained_run):
                                                    "--out", tmp_path / "g.zarr"))
 
 
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):
+    run = tmp_path / "crafted"
+    run.mkdir()
+    marker = tmp_path / "ran"
+    torch.save({"config": "{}", "ema": _Payload(marker)}, run / checkpoint.USE_FILE)
+    msg = _one_line_error(_cli("generate", "--checkpoint", run, "--samples", 2, "--out", tmp_path / "g.zarr"))
+    assert "not a skild-phys checkpoint" in msg and not marker.exists()
+    torch.load(run / checkpoint.USE_FILE, weights_only=False)  # the unrestricted loader would have run it
+    assert marker.exists()
+
+
 def test_bad_sampling_inputs(tmp_path, trained_run, store8, store16):
     # the auto schedule ends at r(N) < 1 pixel per side; a factor beyond H / r(N) has no start step
     schedule = load_model(trained_run, "cpu").process.schedule
