@@ -92,7 +92,8 @@ def run_row(row: dict, threads: int | None) -> None:
         record["train_wall_s"] = record.get("train_wall_s", 0.0) * resume + time.perf_counter() - t0
         record["train_threads"] = threads
         record["train_resumed"] = record.get("train_resumed", False) or resume
-    record["train_command"] = shlex.join(argv("train", row["train"]))
+        record["train_command"] = shlex.join(argv("train", row["train"]))
+    record.setdefault("train_command", shlex.join(argv("train", row["train"])))  # as trained, not as now
     (run / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n")
     t0 = time.perf_counter()
     _run(argv("evaluate", row["evaluate"]), threads)
@@ -118,7 +119,7 @@ def table(campaign: dict, names: list[str]) -> str:
         run = Path(row["train"]["out"])
         nc = Path(row["evaluate"]["out"]) / DATASET_FILE
         rec = json.loads((run / RUN_FILE).read_text()) if (run / RUN_FILE).is_file() else {}
-        commands.append(f"- `{name}`: `{shlex.join(argv('train', row['train']))}`")
+        commands.append(f"- `{name}`: `{rec.get('train_command', shlex.join(argv('train', row['train'])))}`")
         if not nc.is_file():
             lines.append(f"| {name} | {row['change']} | not run |" + " |" * 10)
             continue
