@@ -67,6 +67,12 @@ def generation_start(model: TrainedModel) -> StartSpec:
 
 def start_step_for_factor(model: TrainedModel, factor: float) -> int:
     """n0 where the effective resolution reaches H / factor; one-sentence error if unreachable."""
+    H = model.config["H"]
+    if not factor > 1:
+        raise InputError(f"--factor must be above 1 (it is the ratio of output to input side), got {factor:g}")
+    if H / factor < 1:
+        raise InputError(f"factor {factor:g} leaves a coarse grid of {H / factor:g} pixels per side; "
+                         f"this {H}x{H} checkpoint super-resolves factors up to {H}")
     try:
         return model.process.schedule.start_step(model.config["H"] / factor)
     except ValueError as err:

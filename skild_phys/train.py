@@ -213,6 +213,10 @@ def train(run, dataset, config: dict, S0, resume: bool = False, progress: bool =
         gen.set_state(torch_rng)
         data_rng.bit_generator.state = json.loads(data_state)
         step = int(art["step"])
+        if step >= settings.steps:
+            log(f"{run} is already trained to step {step} of {settings.steps}: nothing to resume "
+                "(a larger --steps continues it)")
+            return _last_loss_record(run)
         log(f"resuming {run} at step {step}")
     process = build_process(config, S0).to(device)
     param = config.get("parameterization", "eps")
@@ -288,6 +292,20 @@ def train(run, dataset, config: dict, S0, resume: bool = False, progress: bool =
                 raise KeyboardInterrupt
     bar.close()
     return record
+
+
+def _last_loss_record(run) -> dict:
+    """The last training-loss line of RUN/log.jsonl ({} if there is none)."""
+    path = Path(run) / checkpoint.LOG_FILE
+    lines = path.read_text().splitlines() if path.is_file() else []
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "loss" in record:
+            return record
+    return {}
 
 
 def sr_range(config: dict, process) -> int:

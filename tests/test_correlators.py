@@ -214,6 +214,8 @@ def test_cli_rejects_bad_input_in_one_line(tmp_path):
         "extension": [spins8, "--out", str(tmp_path / "o.txt")],
         "plot extension": [spins8, "--out", out, "--plot", str(tmp_path / "o.gif")],
         "sizes": [spins8, "--sizes", "1,x", "--out", out],
+        "zero size": [spins8, "--sizes", "0", "--out", out],
+        "negative size": [spins8, "--sizes", "2,-1", "--out", out],
     }
     for case, args in cases.items():
         result = CliRunner().invoke(main, ["correlators", *args, "--quiet"])

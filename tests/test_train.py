@@ -247,7 +247,15 @@ def test_bad_sampling_inputs(tmp_path, trained_run, store8, store16):
     assert 0 < r_end < 1
     msg = _one_line_error(_cli("superres", "--checkpoint", trained_run, "--data", store16, "--factor",
                                2 * 16 / r_end, "--out", tmp_path / "x.zarr"))
-    assert "not reachable" in msg
+    assert "coarse grid" in msg and "up to 16" in msg
+    for factor in (1, 0.5, -2):
+        msg = _one_line_error(_cli("superres", "--checkpoint", trained_run, "--data", store16, "--factor", factor,
+                                   "--out", tmp_path / "x.zarr"))
+        assert "above 1" in msg
+    msg = _one_line_error(_cli("generate", "--checkpoint", trained_run, "--samples", 2, "--steps", 1001,
+                               "--out", tmp_path / "g.zarr"))
+    assert "exceeds" in msg and "1000" in msg
+    assert not (tmp_path / "x.zarr").exists() and not (tmp_path / "g.zarr").exists()
     msg = _one_line_error(_cli("superres", "--checkpoint", trained_run, "--data", store8, "--factor", 2,
                                "--out", tmp_path / "x.zarr"))
     assert "8x8" in msg
@@ -260,6 +268,19 @@ def test_train_refuses_existing_run_and_missing_resume(tmp_path, trained_run, st
     assert "--resume" in msg
     msg = _one_line_error(_cli("train", "--data", store16, "--out", tmp_path / "fresh", "--steps", 2, "--resume"))
     assert "nothing to resume" in msg
+    msg = _one_line_error(_cli("train", "--data", store16, "--out", tmp_path / "neg", "--steps", 2, "--k-c", -1))
+    assert "--k-c" in msg and not (tmp_path / "neg").exists()
+
+
+def test_resuming_a_finished_run_says_so(tmp_path, store8):
+    args = ["train", "--data", store8, "--out", tmp_path / "run", "--steps", 4, "--log-every", 2, "--quiet",
+            "--device", "cpu"]
+    first = _cli(*args)
+    assert first.exit_code == 0, first.output
+    again = _cli(*args, "--resume")
+    assert again.exit_code == 0, again.output
+    assert "already trained to step 4 of 4" in again.output and "nan" not in again.output
+    assert again.output.strip().splitlines()[-1] == first.output.strip().splitlines()[-1]
 
 
 def test_sr3_baseline_is_white_cosine_ddpm():

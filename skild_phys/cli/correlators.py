@@ -16,6 +16,15 @@ def _ints(text: str | None, what: str) -> list[int] | None:
         raise InputError(f"{what} must be comma-separated integers, got {text!r}") from None
 
 
+def _sizes(text: str | None) -> list[int] | None:
+    from skild_phys.errors import InputError
+
+    sizes = _ints(text, "--sizes")
+    if sizes is not None and (not sizes or min(sizes) < 1):
+        raise InputError(f"--sizes must be patch sides of at least 1, got {text!r}")
+    return sizes
+
+
 def _window(text: str | None, what: str) -> tuple[float, float] | None:
     from skild_phys.errors import InputError
 
@@ -73,7 +82,7 @@ def correlators(stores, sizes, labels, out, plot_path, project, kappa4_window, k
     k_window = _window(k_window, "--k-window")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", BlockingWarning)
-        ds = run(list(stores), sizes=_ints(sizes, "--sizes"), labels=list(labels) or None, project=project,
+        ds = run(list(stores), sizes=_sizes(sizes), labels=list(labels) or None, project=project,
                  kappa4_window=_window(kappa4_window, "--kappa4-window"),
                  k_window=None if k_window is None else (k_window[0] * math.pi, k_window[1] * math.pi),
                  basis=None if no_spectrum else spectrum_basis, progress=not quiet)

@@ -106,9 +106,12 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
     """
     from skild_phys import ddp
     from skild_phys.data import open_dataset
+    from skild_phys.errors import InputError
     from skild_phys.methods import get_method
     from skild_phys.train import TrainSettings, data_defaults, prepare_run_dir, train as run_training
 
+    if k_c is not None and not k_c >= 0:
+        raise InputError(f"--k-c must be 0 or positive, got {k_c:g}")
     _set_threads(threads)
     import skild_phys.images  # noqa: F401  (registers the cifar10: and imagefolder: adapters)
 
@@ -153,6 +156,7 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
 @_threads
 def generate(run, samples, out, steps, seed, batch, variance, keep_field, overwrite, quiet, device, threads):
     """Generate configurations from noise (reverse chain from n = N)."""
+    from skild_phys.errors import InputError
     from skild_phys.methods import load_trained
     from skild_phys.sample import generation_start, run_sampler
 
@@ -165,8 +169,11 @@ def generate(run, samples, out, steps, seed, batch, variance, keep_field, overwr
                         progress=not quiet, log=lambda m: click.echo(m, err=True))
         click.echo(f"wrote {samples} generated images to {out}/samples (grid {out}/grid.png)")
         return
+    start = generation_start(model)
+    if steps is not None and steps > start.n_start:
+        raise InputError(f"--steps {steps} exceeds the checkpoint's {start.n_start} diffusion steps")
     attrs = {"mode": "generate", "source": None, "checkpoint": str(run)}
-    run_sampler(out, model, generation_start(model), samples, attrs, steps, seed=seed, batch=batch,
+    run_sampler(out, model, start, samples, attrs, steps, seed=seed, batch=batch,
                 keep_field=keep_field, variance=variance, overwrite=overwrite, progress=not quiet,
                 log=lambda m: click.echo(m, err=True))
     click.echo(f"wrote {samples} generated configurations to {out}")
