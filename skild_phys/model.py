@@ -167,10 +167,24 @@ class TrainedModel:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU."""
+    """'auto' -> CUDA when available, else CPU; one-sentence error for a device this machine lacks."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise InputError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"--device {name}: no CUDA device is available on this machine; use cpu or auto")
+        if dev.index is not None and dev.index >= count:
+            raise InputError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif dev.type not in ("cpu", "mps"):
+        raise InputError(f"unsupported --device {name!r}; use auto, cpu, cuda or cuda:N")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"--device {name}: MPS is not available on this machine; use cpu or auto")
+    return dev
 
 
 def load_model(run, device: str = "auto") -> TrainedModel:

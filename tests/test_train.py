@@ -272,6 +272,17 @@ def test_train_refuses_existing_run_and_missing_resume(tmp_path, trained_run, st
     assert "--k-c" in msg and not (tmp_path / "neg").exists()
 
 
+def test_unknown_or_absent_devices_are_one_sentence(tmp_path, trained_run, store8):
+    for device in ("foo", "cuda:99", "xla"):
+        msg = _one_line_error(_cli("train", "--data", store8, "--out", tmp_path / "run", "--steps", 2,
+                                   "--device", device))
+        assert "--device" in msg and device in msg
+        msg = _one_line_error(_cli("generate", "--checkpoint", trained_run, "--samples", 2, "--device", device,
+                                   "--out", tmp_path / "g.zarr"))
+        assert "--device" in msg
+    assert not (tmp_path / "run").exists() and not (tmp_path / "g.zarr").exists()
+
+
 def test_resuming_a_finished_run_says_so(tmp_path, store8):
     args = ["train", "--data", store8, "--out", tmp_path / "run", "--steps", 4, "--log-every", 2, "--quiet",
             "--device", "cpu"]

@@ -112,6 +112,9 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
 
     if k_c is not None and not k_c >= 0:
         raise InputError(f"--k-c must be 0 or positive, got {k_c:g}")
+    from skild_phys.model import pick_device
+
+    pick_device(device)  # a device this machine lacks is refused before the run directory exists
     _set_threads(threads)
     import skild_phys.images  # noqa: F401  (registers the cifar10: and imagefolder: adapters)
 
