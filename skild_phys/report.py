@@ -87,7 +87,9 @@ def _train_summary(rec: dict) -> list[str]:
         return [f"- `{rec['stage']}`: no config.json in {run}"]
     cfg = json.loads(cfg_file.read_text())
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()] if (run / "log.jsonl").is_file() else []
-    last = log[-1] if log else {}
+    losses = [r for r in log if "loss" in r]  # validation lines carry val_loss only
+    last = losses[-1] if losses else {}
+    vals = [r for r in log if "val_loss" in r]
     t = cfg["train"]
     s = cfg["schedule"]
     return [f"- `{rec['stage']}` ({cfg['model']}): {cfg['net']['name']} U-Net, "
@@ -95,7 +97,9 @@ def _train_summary(rec: dict) -> list[str]:
             f"lr {t['lr']:g} ({t.get('lr_decay', 'none')} decay), EMA {t['ema_decay']}; schedule {s['kind']} "
             f"(λ_i {s['lam_i']:.4g}, λ_f {s['lam_f']:.4g}, θ {s['theta']}, k_c {s['k_c']:.4g}, τ {s['tau']:g}); "
             f"basis {cfg['basis']}, S0 {cfg['spectrum'].get('mode')}; {cfg.get('parameterization', 'eps')}-prediction; "
-            f"final loss {last.get('loss', float('nan')):.4f}, {last.get('samples_per_s', float('nan')):.0f} samples/s"]
+            f"final loss {last.get('loss', float('nan')):.4f}"
+            + (f", validation loss {vals[-1]['val_loss']:.4f}" if vals else "")
+            + f", {last.get('samples_per_s', float('nan')):.0f} samples/s"]
 
 
 def make_report(run_dir, title: str | None = None) -> Path:
