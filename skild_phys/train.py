@@ -153,6 +153,9 @@ def _check_resumable(old: dict, new: dict) -> None:
         changed = sorted({k for k in set(a) | set(b) if a.get(k) != b.get(k)}
                          | {f"train.{k}" for k in set(ta) | set(tb) if ta.get(k) != tb.get(k)})
         raise InputError(f"cannot resume: the run was made with different settings ({', '.join(changed)})")
+    if old["train"].get("lr_decay") == "cosine" and old["train"].get("steps") != new["train"].get("steps"):
+        raise InputError(f"cannot resume with --steps {new['train'].get('steps')}: the run's cosine learning-rate "
+                         f"decay ends at step {old['train'].get('steps')}")
 
 
 def prepare_run_dir(run, resume: bool, overwrite: bool) -> Path:
@@ -214,8 +217,8 @@ def train(run, dataset, config: dict, S0, resume: bool = False, progress: bool =
         data_rng.bit_generator.state = json.loads(data_state)
         step = int(art["step"])
         if step >= settings.steps:
-            log(f"{run} is already trained to step {step} of {settings.steps}: nothing to resume "
-                "(a larger --steps continues it)")
+            log(f"{run} is already trained to step {step} of {settings.steps}: nothing to resume"
+                + (" (a larger --steps continues it)" if settings.lr_decay == "none" else ""))
             return _last_loss_record(run)
         log(f"resuming {run} at step {step}")
     process = build_process(config, S0).to(device)

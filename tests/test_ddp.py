@@ -26,7 +26,8 @@ def store8(make_store):
 def _args(store, out, steps):
     return ["train", "--data", str(store), "--out", str(out), "--steps", str(steps), "--batch", str(BATCH),
             "--lr", "2e-3", "--warmup", "5", "--checkpoint-every", "10", "--log-every", "1", "--threads", "1",
-            "--device", "cpu", "--quiet", "--spectrum", "empirical"]
+            "--device", "cpu", "--quiet", "--spectrum", "empirical",
+            "--lr-decay", "none"]  # a constant rate: stopping at STEPS // 2 and extending is the uninterrupted run
 
 
 def _torchrun(args):

@@ -292,6 +292,9 @@ def test_resuming_a_finished_run_says_so(tmp_path, store8):
     assert again.exit_code == 0, again.output
     assert "already trained to step 4 of 4" in again.output and "nan" not in again.output
     assert again.output.strip().splitlines()[-1] == first.output.strip().splitlines()[-1]
+    # a cosine-decayed run (the lattice default) ends its decay at --steps: it cannot be extended
+    msg = _one_line_error(_cli(*args[:6], 8, *args[7:], "--resume"))
+    assert "cosine" in msg and "step 4" in msg
 
 
 def test_sr3_baseline_is_white_cosine_ddpm():
