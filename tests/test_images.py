@@ -265,6 +265,9 @@ def test_cifar_train_generate_superres_metrics(tmp_path, cifar_run, photo_cifar)
     scored = json.loads((tmp_path / "m.json").read_text())
     in_memory = json.loads((tmp_path / "sr1" / "metrics.json").read_text())["2"]["skild"]["psnr"]["mean"]
     assert abs(scored["psnr"]["mean"] - in_memory) < 0.1  # 8-bit PNGs vs float samples
+    again = _cli("metrics", "--pred", f"imagefolder:{tmp_path / 'sr1' / 'x2' / 'samples'}",
+                 "--ref", f"cifar10:{test_batch}", "--out", tmp_path / "m.json")
+    assert again.exit_code == 2 and "--overwrite" in again.output  # an existing file is not replaced unasked
 
 
 def test_image_superres_does_not_depend_on_batch(tmp_path, cifar_run, photo_cifar):

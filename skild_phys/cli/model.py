@@ -273,7 +273,8 @@ def _superres_images(model, hr, lr, bicubic, factors, out, samples, steps, seed,
 @click.option("--ref", default=None, help="Reference images in the same order (PSNR, SSIM, LPIPS; FID).")
 @click.option("--size", type=int, default=None, help="Side of image-folder images [default: the reference's].")
 @click.option("--out", type=click.Path(), default=None, help="Also write the metrics to this JSON file.")
-def metrics(pred, ref, size, out):
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+def metrics(pred, ref, size, out, overwrite):
     """Image metrics: PSNR and SSIM against --ref; LPIPS, FID and IS when their weights are local."""
     import json
     from pathlib import Path
@@ -285,7 +286,10 @@ def metrics(pred, ref, size, out):
     from skild_phys.data import open_dataset
     from skild_phys.errors import InputError
     from skild_phys.metrics import image_metrics
+    from analysis.observables import check_output_path
 
+    if out:
+        check_output_path(out, (".json",), "--out", overwrite)
     ref_set = None if ref is None else open_dataset(ref, size=size)
     pred_set = open_dataset(pred, size=size or (None if ref_set is None else ref_set.height))
     n = len(pred_set)

@@ -56,16 +56,20 @@ def _plot(path, preset) -> None:
               help="Super-resolution factor f; prints n0 for r = H/f. Repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
-              help="Write a figure of ᾱ over (k, n) and r(n) to this file.")
-def schedule(name, H, resolutions, factors, as_json, plot_path):
+              help="Write a figure of ᾱ over (k, n) and r(n) to this file (.png or .pdf).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --plot file.")
+def schedule(name, H, resolutions, factors, as_json, plot_path, overwrite):
     """Show a preset's λ schedule, effective resolution r(n) and super-resolution start steps.
 
     r(n) = √(ln(1+1/τ)/λ_n) / (√2 π); the start step n0 for a target r is the first
     (smallest) n with r(n) ≤ r.
     """
+    from analysis.observables import check_output_path
     from skild_phys.errors import InputError
     from skild_phys.presets import get_preset
 
+    if plot_path is not None:
+        check_output_path(plot_path, (".png", ".pdf"), "--plot", overwrite)
     preset = get_preset(name, H)
     s = preset.schedule
     targets = [float(r) for r in resolutions] + [preset.H / f for f in factors]
