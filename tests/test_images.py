@@ -22,6 +22,7 @@ from skild_phys.metrics import ImageScores, image_metrics, mean_sem, psnr, ssim
 from skild_phys.methods import load_trained
 from skild_phys.model import estimate_spectrum
 from skild_phys.photos import PHOTOS, photo_crops
+from tests.payloads import ShellPayload
 
 # Natural-image power spectra fall as k^−2α with α = 0.94 ± 0.22 (SD over single images; van der
 # Schaaf & van Hateren 1996, Vision Res. 36, 2759: power exponent 1.88 ± 0.43).  Twelve photographs
@@ -93,24 +94,13 @@ def test_cifar_batches_round_trip(tmp_path):
         open_dataset(f"cifar10:{tmp_path}", size=64)
 
 
-class _Payload:
-    """A pickle that runs a shell command when loaded with plain pickle.load."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        import os
-        return os.system, (f"touch {self.marker}",)
-
-
 def test_a_crafted_cifar_batch_is_refused_and_runs_nothing(tmp_path):
     import pickle
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     marker = tmp_path / "ran"
     with open(folder / "data_batch_1", "wb") as fh:
-        pickle.dump({b"data": _Payload(marker), b"labels": [0]}, fh)
+        pickle.dump({b"data": ShellPayload(marker), b"labels": [0]}, fh)
     with pytest.raises(InputError, match="posix.system|os.system|nt.system"):
         open_dataset(f"cifar10:{folder}")
     assert not marker.exists()

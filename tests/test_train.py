@@ -19,6 +19,7 @@ from skild_phys.data import LatticeStore
 from skild_phys.errors import InputError
 from skild_phys.model import load_model
 from skild_phys.train import TrainSettings, prepare_run_dir, resolve_config, train
+from tests.payloads import ShellPayload
 
 
 @pytest.fixture(scope="module")
@@ -221,19 +222,11 @@ def test_corrupted_checkpoint_is_one_sentence(tmp_path, trained_run):
                                                    "--out", tmp_path / "g.zarr"))
 
 
-class _Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
 def test_a_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):
     run = tmp_path / "crafted"
     run.mkdir()
     marker = tmp_path / "ran"
-    torch.save({"config": "{}", "ema": _Payload(marker)}, run / checkpoint.USE_FILE)
+    torch.save({"config": "{}", "ema": ShellPayload(marker)}, run / checkpoint.USE_FILE)
     msg = _one_line_error(_cli("generate", "--checkpoint", run, "--samples", 2, "--out", tmp_path / "g.zarr"))
     assert "not a skild-phys checkpoint" in msg and not marker.exists()
     torch.load(run / checkpoint.USE_FILE, weights_only=False)  # the unrestricted loader would have run it
