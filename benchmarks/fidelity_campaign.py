@@ -82,9 +82,9 @@ def run_row(row: dict, threads: int | None) -> None:
     run = Path(row["train"]["out"])
     record_file = run / RUN_FILE
     record = json.loads(record_file.read_text()) if record_file.is_file() else {}
-    log = run / "log.jsonl"
-    done = log.is_file() and any(r.get("step") == row["train"]["steps"] and "loss" in r
-                                 for r in map(json.loads, log.read_text().splitlines()))
+    from skild_phys.checkpoint import read_log
+
+    done = any(r.get("step") == row["train"]["steps"] and "loss" in r for r in read_log(run))
     if not done:
         resume = (run / "resume.pt").is_file()
         t0 = time.perf_counter()
@@ -108,6 +108,7 @@ def _pm(value, err, scale=1.0, fmt="+.1f") -> str:
 
 def table(campaign: dict, names: list[str]) -> str:
     """Markdown table of the finished rows (the others are listed as not run)."""
+    from skild_phys.checkpoint import read_log
     from skild_phys.evaluate import DATASET_FILE, summary
 
     lines = ["| row | change | samples seen | train min | SR κ4 excess % ℓ = 1 / 2 / 4 / 8 / 12 (paired) | "
@@ -125,7 +126,7 @@ def table(campaign: dict, names: list[str]) -> str:
             continue
         s = summary(xr.load_dataset(nc))
         seen = row["train"]["steps"] * row["train"]["batch"]
-        log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        log = read_log(run)
         minutes = rec.get("train_wall_s", log[-1]["time"] - log[0]["time"]) / 60
         val = [r for r in log if "val_loss" in r]
         cells = [name, row["change"], f"{seen / 1000:g}k", f"{minutes:.0f}"]
@@ -183,7 +184,7 @@ def main():
             futures = {n: pool.submit(run_row, campaign["rows"][n], args.threads) for n in names}
         failed = [n for n, f in futures.items() if f.exception() is not None]
         for n in failed:
-            print(f"row {n} failed: {f.exception() if (f := futures[n]) else ''}", file=sys.stderr)
+            print(f"row {n} failed: {futures[n].exception()}", file=sys.stderr)
     text = table(campaign, names)
     print(text)
     if args.out:

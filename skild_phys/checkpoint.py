@@ -52,6 +52,21 @@ def append_log(run: Path, record: dict) -> None:
         fh.write(json.dumps(record) + "\n")
 
 
+def read_log(run) -> list[dict]:
+    """The records of RUN/log.jsonl in order ([] without a log); a line torn by a kill is skipped.
+
+    Training lines carry `loss`, validation lines `val_loss`.
+    """
+    path = Path(run) / LOG_FILE
+    records = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
 def _load(path: Path) -> dict:
     if not path.is_file():
         raise InputError(f"checkpoint file {path} does not exist")

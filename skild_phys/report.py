@@ -81,12 +81,14 @@ def _G_table(ds: xr.Dataset) -> list[str]:
 
 
 def _train_summary(rec: dict) -> list[str]:
+    from skild_phys.checkpoint import read_log  # imports torch: only where a training stage is reported
+
     run = Path(rec["out"])
     cfg_file = run / "config.json"
     if not cfg_file.is_file():
         return [f"- `{rec['stage']}`: no config.json in {run}"]
     cfg = json.loads(cfg_file.read_text())
-    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()] if (run / "log.jsonl").is_file() else []
+    log = read_log(run)
     losses = [r for r in log if "loss" in r]  # validation lines carry val_loss only
     last = losses[-1] if losses else {}
     vals = [r for r in log if "val_loss" in r]

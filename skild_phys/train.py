@@ -299,16 +299,7 @@ def train(run, dataset, config: dict, S0, resume: bool = False, progress: bool =
 
 def _last_loss_record(run) -> dict:
     """The last training-loss line of RUN/log.jsonl ({} if there is none)."""
-    path = Path(run) / checkpoint.LOG_FILE
-    lines = path.read_text().splitlines() if path.is_file() else []
-    for line in reversed(lines):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if "loss" in record:
-            return record
-    return {}
+    return next((r for r in reversed(checkpoint.read_log(run)) if "loss" in r), {})
 
 
 def sr_range(config: dict, process) -> int:
