@@ -28,7 +28,7 @@ from analysis.moments import MOMENT_ATTRS, MOMENT_NAMES, energy_magnetization, m
 from analysis.profile import seam_profile
 from analysis.scaling import power_law_exponent
 from analysis.stats import jackknife, n_blocks_for, tau_int
-from skild_phys import __version__
+from skild_phys import __version__, outputs
 from skild_phys.errors import InputError
 
 MAX_BLOCKS = 50
@@ -456,6 +456,7 @@ def _assemble(sources, results, sizes, L, k, config) -> xr.Dataset:
         "config": json.dumps(config),
         "sources": json.dumps(provenance),
         "skild_phys_version": __version__,
+        outputs.KIND_ATTR: outputs.CORRELATORS,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     })
     return ds
@@ -526,21 +527,14 @@ def format_table(ds: xr.Dataset) -> str:
     return "\n".join(lines)
 
 
-def check_output_path(path, suffixes, what: str, overwrite: bool) -> Path:
-    """Validate an output path's extension and refuse to replace an existing file unless told."""
-    p = Path(path)
-    if p.suffix.lower() not in suffixes:
-        raise InputError(f"{what} {p} must end in {' or '.join(suffixes)}")
-    if p.exists() and not overwrite:
-        raise InputError(f"{p} already exists; pass --overwrite to replace it")
-    if not p.parent.exists():
-        raise InputError(f"directory {p.parent} does not exist")
-    return p
+def write_dataset(ds: xr.Dataset, path, overwrite: bool = False, inputs=()) -> Path:
+    """Write the result as NetCDF (.nc) or Zarr v3 (.zarr), chosen by extension.
 
-
-def write_dataset(ds: xr.Dataset, path, overwrite: bool = False) -> Path:
-    """Write the result as NetCDF (.nc) or Zarr v3 (.zarr), chosen by extension."""
-    p = check_output_path(path, (".nc", ".zarr"), "output", overwrite)
+    An existing file is replaced only with overwrite and only if it is a correlators Dataset
+    skild-phys wrote (`outputs.check_file`), never one of the `inputs`.
+    """
+    p = outputs.check_file(path, (".nc", ".zarr"), "output", overwrite, kind=outputs.CORRELATORS, inputs=inputs)
+    outputs.replace(p, outputs.CORRELATORS)
     if p.suffix.lower() == ".nc":
         ds.to_netcdf(p, mode="w", engine="netcdf4")
     else:

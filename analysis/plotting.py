@@ -9,6 +9,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from analysis.observables import deviation_sigma, paired_sigma
+from skild_phys import outputs
 
 
 def _guide(ax, x, x0, y0, power, label):
@@ -93,7 +94,7 @@ def plot_correlators(ds: xr.Dataset, path) -> Path:
         ax_s.set_axis_off()
 
     path = Path(path)
-    fig.savefig(path, dpi=130)
+    fig.savefig(path, dpi=130, metadata=outputs.plot_metadata(path))
     return path
 
 
@@ -152,5 +153,5 @@ def plot_fidelity(ds: xr.Dataset, path, sources=None) -> Path:
              title="κ4 against the whole truth (independent ensembles)")
     ax_k.legend(fontsize=7)
     path = Path(path)
-    fig.savefig(path, dpi=130)
+    fig.savefig(path, dpi=130, metadata=outputs.plot_metadata(path))
     return path

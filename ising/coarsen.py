@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from ising import store
 from ising.lattice import energy_per_spin
-from skild_phys import __version__
+from skild_phys import __version__, outputs
 from skild_phys.basis import block_mean
 from skild_phys.errors import InputError
 
@@ -41,13 +41,14 @@ def coarsen_store(source, out, factor: int, rule: str, overwrite: bool = False, 
     n, L, W = ds["spins"].shape
     if factor < 2 or L % factor or W % factor:
         raise InputError(f"factor {factor} must be >= 2 and divide the lattice size {L}")
-    store.prepare_path(out, overwrite)
+    store.prepare_path(out, overwrite, kind=outputs.COARSE, inputs=(source,))
     attrs = {"model": "ising2d-coarse", "L": L // factor, "factor": factor, "rule": rule, "source": str(source),
              "beta": ds.attrs.get("beta"), "J": ds.attrs.get("J", 1.0), "boundary": ds.attrs.get("boundary"),
              "source_attrs": {k: ds.attrs[k] for k in ("L", "seed", "chains") if k in ds.attrs},
              "skild_phys_version": __version__, "complete": False}
     is_spin = rule != "mean"
-    root = store.create_sample_store(out, n, L // factor, W // factor, attrs, field=not is_spin, spins=is_spin)
+    root = store.create_sample_store(out, n, L // factor, W // factor, attrs, field=not is_spin, spins=is_spin,
+                                     kind=outputs.COARSE)
     step = max(1, store.CHUNK_BYTES // (L * W))
     for start in tqdm(range(0, n, step), disable=not progress, unit="chunk", desc=f"coarsen x{factor}"):
         fine = ds["spins"][start:start + step].values

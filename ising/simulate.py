@@ -32,7 +32,7 @@ from analysis.stats import tau_int
 from ising import store, wolff
 from ising.exact import BETA_C, p_add
 from ising.rng import chain_states, probability_threshold
-from skild_phys import __version__
+from skild_phys import __version__, outputs
 from skild_phys.errors import InputError
 
 TAU_RECORDS = 400  # records per chain in the measurement phase
@@ -239,7 +239,11 @@ def run_simulation(path, p: SimulationParams, threads: int | None = None, overwr
         if not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
             raise InputError(f"--threads must be between 1 and {numba.config.NUMBA_NUM_THREADS}, got {threads}")
         numba.set_num_threads(threads)
+    with outputs.lock(path):  # one writer per store: a second simulate on the same path is refused
+        return _run_locked(path, p, overwrite, progress, log, engine)
 
+
+def _run_locked(path, p: SimulationParams, overwrite: bool, progress: bool, log, engine) -> dict:
     existing = store.read_attrs(path)
     same = existing is not None and existing.get("params") == p.as_json()
     resume = None
@@ -250,7 +254,7 @@ def run_simulation(path, p: SimulationParams, threads: int | None = None, overwr
         resume = store.load_resume(path)
     if resume is None:
         # an unfinished store of the same run without resume state is rebuilt from the start
-        store.prepare_path(path, overwrite=overwrite or same)
+        store.prepare_path(path, overwrite=overwrite or same, kind=outputs.SIMULATION)
         store.create_spin_store(path, p.n_samples, p.L, p.chains, _store_attrs(p))
 
     threshold = probability_threshold(p_add(p.beta, p.J))

@@ -5,7 +5,9 @@ RUN/
   model.pt      "use" artifact: EMA weights, config, spectrum S0 — all a sampler needs
   resume.pt     "resume" artifact: raw and EMA weights, optimiser, LR schedule, step, RNG states
   log.jsonl     append-only training log
-Both artifacts hold only tensors and plain Python values and load with weights_only=True.
+Both artifacts hold only tensors and plain Python values and load with weights_only=True,
+and carry a SHA-256 `checksum` of their contents (every tensor's dtype, shape and bytes, every
+value), verified on load: a damaged artifact is refused instead of loaded as weights.
 """
 
 from __future__ import annotations
@@ -27,8 +29,34 @@ CONFIG_FILE = "config.json"
 LOG_FILE = "log.jsonl"
 
 
+def content_digest(obj) -> str:
+    """SHA-256 of a checkpoint's contents: dict keys in order, tensors by dtype, shape and raw bytes."""
+    h = hashlib.sha256()
+
+    def visit(value):
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous().reshape(-1)
+            h.update(f"T{value.dtype}{tuple(value.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(value, dict):
+            h.update(b"D%d" % len(value))
+            for key in sorted(value, key=repr):
+                h.update(repr(key).encode())
+                visit(value[key])
+        elif isinstance(value, (list, tuple)):
+            h.update(b"L%d" % len(value))
+            for item in value:
+                visit(item)
+        else:
+            h.update(repr(value).encode())
+
+    visit(obj)
+    return h.hexdigest()
+
+
 def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temporary file, fsync, then rename over `path`."""
+    """torch.save (with the contents' checksum) to a temporary file, fsync, then rename over `path`."""
+    obj = {**obj, "checksum": content_digest(obj)}
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
@@ -76,8 +104,29 @@ def _load(path: Path) -> dict:
         raise InputError(f"checkpoint {path} is corrupted or not a skild-phys checkpoint ({type(err).__name__})") from None
     if not isinstance(obj, dict) or "config" not in obj:
         raise InputError(f"checkpoint {path} is not a skild-phys checkpoint")
-    obj["config"] = json.loads(obj["config"])
+    stored = obj.pop("checksum", None)  # artifacts from before checksums load unverified
+    if stored is not None and stored != content_digest(obj):
+        raise InputError(f"checkpoint {path} is damaged: its contents do not match their checksum")
+    try:
+        obj["config"] = json.loads(obj["config"])
+    except (TypeError, json.JSONDecodeError):
+        raise InputError(f"checkpoint {path} is damaged: its configuration is not valid JSON") from None
+    for name, value in _tensors(obj):
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise InputError(f"checkpoint {path} holds non-finite values in {name}")
     return obj
+
+
+def _tensors(obj, prefix=""):
+    """(name, tensor) of every tensor in a nested checkpoint."""
+    if isinstance(obj, torch.Tensor):
+        yield prefix or "tensor", obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _tensors(value, f"{prefix}[{i}]")
 
 
 def resolve(run) -> Path:

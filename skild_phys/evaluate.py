@@ -25,6 +25,7 @@ import torch
 import xarray as xr
 
 from analysis.moments import MOMENT_NAMES
+from skild_phys import outputs
 from skild_phys.errors import InputError
 from skild_phys.model import TrainedModel, build_network
 from skild_phys.process import gaussian_denoiser
@@ -109,11 +110,10 @@ def fidelity_sizes(L: int) -> list[int]:
     return [l for l in PATCH_SIZES if l < L / 2]
 
 
-def _prepare_dir(out: Path, params: dict, overwrite: bool) -> dict:
+def _prepare_dir(out: Path, params: dict, overwrite: bool, inputs=()) -> dict:
     """The evaluation record of OUT (new, or the existing one with the same parameters)."""
+    outputs.check_not_input(out, inputs)
     record_file = out / EVAL_FILE
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out} is a file; choose another --out directory")
     if record_file.is_file():
         try:
             record = json.loads(record_file.read_text())
@@ -124,8 +124,7 @@ def _prepare_dir(out: Path, params: dict, overwrite: bool) -> dict:
         if not overwrite:
             raise InputError(f"{out} holds an evaluation with other settings; choose another --out or pass --overwrite")
         return {"params": params, "sources": {}, "overwrite": True}
-    if out.is_dir() and any(out.iterdir()):
-        raise InputError(f"{out} is a non-empty directory that holds no evaluation; choose another --out")
+    outputs.claim(out, outputs.EVALUATION, overwrite=overwrite, inputs=inputs)
     out.mkdir(parents=True, exist_ok=True)
     return {"params": params, "sources": {}}
 
@@ -162,7 +161,7 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
     factor = float(settings.factor or model.config["factor"])
     settings = replace(settings, factor=factor)
     params = {"checkpoint": model.digest, "truth": str(truth), "settings": asdict(settings)}
-    record = _prepare_dir(out, json.loads(json.dumps(params)), overwrite)
+    record = _prepare_dir(out, json.loads(json.dumps(params)), overwrite, inputs=(run, truth))
     fresh = record.pop("overwrite", False)
     if not fresh:
         _write_record(out, record)  # claims the directory: an interrupted evaluation resumes
@@ -224,7 +223,8 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
     ds.attrs.update(evaluation=json.dumps(record["params"]), checkpoint_config=json.dumps(model.config))
     from analysis.observables import write_dataset
 
-    write_dataset(ds, out / DATASET_FILE, overwrite=True)
+    (out / DATASET_FILE).unlink(missing_ok=True)  # this evaluation's own result, rewritten whole
+    write_dataset(ds, out / DATASET_FILE)
     (out / TABLE_FILE).write_text(format_fidelity(ds) + "\n")
     from analysis.plotting import plot_fidelity
 

@@ -13,14 +13,13 @@ figure compares the factors.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from skild_phys import __version__, checkpoint
+from skild_phys import __version__, checkpoint, outputs
 from skild_phys.basis import Basis
 from skild_phys.errors import InputError
 from skild_phys.images import bicubic_resize, embed_lowres, image_grid, lowres_side, save_png, save_pngs
@@ -45,7 +44,7 @@ def generate_images(out, model: TrainedModel, n_samples: int, steps: int | None 
     chain = chain_steps_for(start, steps)
     params = {"mode": "generate", "checkpoint": model.digest, "n_samples": n_samples, "seed": seed,
               "start_step": chain[0], "reverse_steps": len(chain) - 1, "variance": variance}
-    out, done = _prepare(out, params, n_samples, batch, overwrite, log)
+    out, done = _prepare(out, params, n_samples, batch, overwrite, log, inputs=(model.path,))
     if done is not None:
         return done
     head = []
@@ -80,7 +79,7 @@ def superres_images(out, model: TrainedModel, dataset, factors, source: str = "m
     H, W = model.config["H"], model.config["W"]
     params = {"mode": "superres", "source": source, "data": getattr(dataset, "spec", ""), "factors": factors,
               "checkpoint": model.digest, "n_samples": n, "seed": seed, "steps": steps, "variance": variance}
-    out, done = _prepare(out, params, n, batch, overwrite, log)
+    out, done = _prepare(out, params, n, batch, overwrite, log, inputs=(model.path, params["data"]))
     if done is not None:
         return done
     say = _once(log)
@@ -207,7 +206,7 @@ def plot_factors(results: dict, examples: dict, path, source: str) -> Path:
         axes[r, 0].set_ylabel(label, fontsize=7)
     fig.suptitle("Super-resolution at several factors from one checkpoint (PSNR / SSIM: mean over the set)",
                  fontsize=9)
-    fig.savefig(path, dpi=130)
+    fig.savefig(path, dpi=130, metadata=outputs.plot_metadata(path))
     return Path(path)
 
 
@@ -216,7 +215,7 @@ def _check_image_model(model: TrainedModel) -> None:
         raise InputError(f"image sampling supports SKILD checkpoints, not {model.config['model']}")
 
 
-def _prepare(out, params: dict, n: int, batch: int, overwrite: bool, log):
+def _prepare(out, params: dict, n: int, batch: int, overwrite: bool, log, inputs=()):
     """(OUT as a fresh directory, None), or (OUT, its config) when the same run is already complete there."""
     if n < 1 or batch < 1:
         raise InputError("--samples and --batch must be at least 1")
@@ -228,21 +227,18 @@ def _prepare(out, params: dict, n: int, batch: int, overwrite: bool, log):
         if old.get("params") == params and old.get("complete"):
             log(f"{out} is already complete; nothing to do")
             return out, old
-    if out.exists():
-        if not out.is_dir():
-            raise InputError(f"{out} is a file; choose another --out directory")
-        if any(out.iterdir()):
-            if not overwrite:
-                raise InputError(f"{out} is a non-empty directory; choose another --out or pass --overwrite")
-            shutil.rmtree(out)
+    if outputs.claim(out, outputs.IMAGES, overwrite=overwrite, inputs=inputs) == "existing":
+        outputs.replace(out, outputs.IMAGES)
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint.write_json({"params": params, "complete": False, "skild_phys_version": __version__}, config)
+    checkpoint.write_json({outputs.KIND_ATTR: outputs.IMAGES, "params": params, "complete": False,
+                           "skild_phys_version": __version__}, config)
     return out, None
 
 
 def _finish(out: Path, params: dict, extra: dict) -> dict:
     """Mark OUT complete in its config.json and return that record."""
-    record = {"params": json.loads(json.dumps(params)), "complete": True, "skild_phys_version": __version__, **extra}
+    record = {outputs.KIND_ATTR: outputs.IMAGES, "params": json.loads(json.dumps(params)), "complete": True,
+              "skild_phys_version": __version__, **extra}
     checkpoint.write_json(record, out / CONFIG)
     return record
 

@@ -159,6 +159,7 @@ class TrainedModel:
     net: torch.nn.Module
     digest: str
     device: torch.device
+    path: str | None = None  # the run directory it was loaded from
 
     def eps_hat(self, x: torch.Tensor, n: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Noise estimate in pixel space; the network runs in float32, the chain keeps x's dtype."""
@@ -199,4 +200,4 @@ def load_model(run, device: str = "auto") -> TrainedModel:
         raise InputError(f"checkpoint {run} does not match its own configuration ({type(err).__name__})") from None
     net.to(dev).eval()
     process = build_process(config, art["S0"]).to(dev)
-    return TrainedModel(config, process, net, checkpoint.file_digest(run), dev)
+    return TrainedModel(config, process, net, checkpoint.file_digest(run), dev, str(checkpoint.resolve(run)))

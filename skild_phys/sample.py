@@ -16,12 +16,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-import zarr
 from tqdm.auto import tqdm
 
 from ising import store
 from ising.lattice import energy_per_spin
-from skild_phys import __version__
+from skild_phys import __version__, outputs
 from skild_phys.basis import Basis, embed_low_modes
 from skild_phys.errors import InputError
 from skild_phys.lowres import BlockMeanConditional
@@ -186,6 +185,8 @@ def run_sampler(out, model: TrainedModel, start: StartSpec, n_samples: int, attr
               "reverse_steps": len(chain_steps) - 1, "variance": variance, "keep_field": keep_field,
               **{k: attrs[k] for k in ("source", "factor", "mode", "input") if k in attrs}}
     params = json.loads(json.dumps(params))
+    inputs = (attrs.get("source"), attrs.get("checkpoint"))
+    outputs.check_not_input(out, inputs)
     existing = store.read_attrs(out)
     done = 0
     if existing is not None and existing.get("params") == params and not overwrite:
@@ -196,7 +197,7 @@ def run_sampler(out, model: TrainedModel, start: StartSpec, n_samples: int, attr
         done = int(state["samples_done"]) if state is not None else 0
     if done == 0:
         same = existing is not None and existing.get("params") == params
-        store.prepare_path(out, overwrite=overwrite or same)
+        store.prepare_path(out, overwrite=overwrite or same, kind=outputs.SAMPLES, inputs=inputs)
         H, W, C = model.config["H"], model.config["W"], model.config["channels"]
         if C != 1:
             raise InputError("lattice stores hold one channel; use the image commands for RGB models")
@@ -209,7 +210,7 @@ def run_sampler(out, model: TrainedModel, start: StartSpec, n_samples: int, attr
         store.create_sample_store(out, n_samples, H, W, full, field=keep_field)
     else:
         log(f"resuming {out} at sample {done} of {n_samples}")
-    root = zarr.open_group(str(out), mode="r+", zarr_format=3)
+    root = store.open_group(out, mode="r+")
     bar = tqdm(total=n_samples, initial=done, unit="sample", disable=not progress, dynamic_ncols=True)
     with bar:
         for idx, seeds, x in final_samples(model, start, np.arange(done, n_samples), chain_steps, seed, batch,

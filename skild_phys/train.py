@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
 import signal
 import threading
 import time
@@ -24,7 +23,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from skild_phys import __version__, checkpoint, ddp
+from skild_phys import __version__, checkpoint, ddp, outputs
 from skild_phys.errors import InputError
 from skild_phys.model import (block_mean_scale, build_network, build_process, estimate_spectrum, network_denoiser,
                               resolve_schedule)
@@ -158,22 +157,22 @@ def _check_resumable(old: dict, new: dict) -> None:
                          f"decay ends at step {old['train'].get('steps')}")
 
 
-def prepare_run_dir(run, resume: bool, overwrite: bool) -> Path:
-    """Create RUN, or check it may be resumed/overwritten; one-sentence errors otherwise."""
+RUN_HINT = "pass --resume to continue it, --overwrite to replace it"
+
+
+def prepare_run_dir(run, resume: bool, overwrite: bool, inputs=()) -> Path:
+    """Create RUN, or check it may be resumed/overwritten; one-sentence errors otherwise.
+
+    --overwrite replaces only a training run (`outputs.claim`), never an input or other data.
+    """
     run = Path(run)
-    if run.exists() and not run.is_dir():
-        raise InputError(f"{run} is a file; choose another --out directory")
-    has_artifacts = run.is_dir() and any((run / f).exists() for f in (checkpoint.RESUME_FILE, checkpoint.USE_FILE))
+    outputs.check_not_input(run, inputs)
     if resume:
         if not (run / checkpoint.RESUME_FILE).is_file():
             raise InputError(f"nothing to resume in {run}: no {checkpoint.RESUME_FILE}")
         return run
-    if has_artifacts:
-        if not overwrite:
-            raise InputError(f"{run} already holds a training run; pass --resume to continue it or --overwrite")
-        shutil.rmtree(run)
-    elif run.is_dir() and any(run.iterdir()) and not overwrite:
-        raise InputError(f"{run} is a non-empty directory; choose another --out or pass --overwrite")
+    if outputs.claim(run, outputs.RUN, overwrite=overwrite, hint=RUN_HINT) == "existing":
+        outputs.replace(run, outputs.RUN)
     run.mkdir(parents=True, exist_ok=True)
     return run
 

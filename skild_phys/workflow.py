@@ -25,6 +25,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from skild_phys import outputs
 from skild_phys.errors import InputError
 
 RECORD_DIR = ".workflow"
@@ -82,9 +83,16 @@ class Workflow:
         return json.loads(p.read_text()) if p.is_file() else None
 
     def status(self, stage: Stage) -> str:
-        """done, resume, overwrite (stale or foreign output) or new."""
+        """done, resume, overwrite (a stale output of this stage) or new.
+
+        An output path that holds data this workflow did not write (no record of the stage)
+        is refused: a workflow replaces only what it made.
+        """
         rec = self.record(stage)
         exists = stage.out is not None and Path(stage.out).exists()
+        if exists and rec is None:
+            raise InputError(f"stage {stage.name}: {stage.out} already exists and this workflow did not write it; "
+                             "move it away or change the stage's out")
         if rec is not None and rec["hash"] == stage.digest:
             if rec.get("finished") and (stage.out is None or exists):
                 return "done"
@@ -106,7 +114,8 @@ def _substitute(value, names: dict, stage_outs: dict, deps: list):
             return stage_outs[key]
         if key in names:
             return names[key]
-        raise InputError(f"unknown placeholder {{{key}}} (not a variable or an earlier stage with an out)")
+        raise InputError(f"unknown placeholder {{{key}}} (not a variable or an earlier stage with an out; "
+                         f"variables: {', '.join(sorted(names)) or 'none'})")
 
     whole = PLACEHOLDER.fullmatch(value)
     if whole:
@@ -131,7 +140,7 @@ def load(path, overrides: dict | None = None) -> Workflow:
         if key not in variables:
             raise InputError(f"--var {key}: the workflow has no variable {key!r} (has: {', '.join(variables)})")
         variables[key] = value
-    out = Path(str(meta["out"]).format(**variables))
+    out = Path(str(_substitute(str(meta["out"]), variables, {}, [])))
     names = {**variables, "out": str(out)}
     stages, outs, digests = [], {}, {}
     for raw in spec["stages"]:
@@ -192,6 +201,11 @@ def execute(wf: Workflow, force: set[str] = frozenset(), dry_run: bool = False, 
     if dry_run:
         return []
     (wf.out / RECORD_DIR).mkdir(parents=True, exist_ok=True)
+    with outputs.lock(wf.out / RECORD_DIR, "workflow output"):  # one runner per workflow output at a time
+        return _run_stages(wf, steps, echo)
+
+
+def _run_stages(wf: Workflow, steps: list[tuple[Stage, str]], echo) -> list[dict]:
     records = []
     for stage, status in steps:
         if status == "done":

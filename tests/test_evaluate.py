@@ -64,7 +64,7 @@ def test_evaluate_refuses_what_it_did_not_make(run16, make_store, tmp_path):
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     r = _evaluate(run16, truth, foreign, "--protocol", "marginal")
-    assert r.exit_code == 2 and "holds no evaluation" in r.output and (foreign / "notes.txt").exists()
+    assert r.exit_code == 2 and "did not write" in r.output and (foreign / "notes.txt").exists()
     out = tmp_path / "ev"
     assert _evaluate(run16, truth, out, "--protocol", "marginal", "--baseline", "none").exit_code == 0
     r = _evaluate(run16, truth, out, "--protocol", "marginal", "--baseline", "none", "--seed", "3")

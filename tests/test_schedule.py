@@ -75,12 +75,14 @@ def test_cli_json_and_plot(tmp_path):
     assert out["H"] == 64 and out["r_lr"] == 8 and out["schedule"]["theta"] == 5
     assert out["table"][0] == {"n": 0, "t": 0.0, "lam": 0.0, "r": None}
     assert out["start_steps"][0]["r"] == 16 and plot.stat().st_size > 0
-    # an existing file is replaced only when asked
-    plot.write_bytes(b"mine")
+    # an existing plot of ours is replaced only when asked; someone else's file never
     args = ["schedule", "--preset", "imagenet128_8x", "--size", "64", "--plot", str(plot)]
     res = CliRunner().invoke(main, args)
-    assert res.exit_code == 2 and "--overwrite" in res.output and plot.read_bytes() == b"mine"
-    assert CliRunner().invoke(main, args + ["--overwrite"]).exit_code == 0 and plot.read_bytes() != b"mine"
+    assert res.exit_code == 2 and "--overwrite" in res.output
+    assert CliRunner().invoke(main, args + ["--overwrite"]).exit_code == 0
+    plot.write_bytes(b"mine")
+    res = CliRunner().invoke(main, args + ["--overwrite"])
+    assert res.exit_code == 2 and "did not write" in res.output and plot.read_bytes() == b"mine"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -183,7 +183,7 @@ def test_cli_refuses_file_and_foreign_directory(tmp_path):
     d = tmp_path / "notes"
     d.mkdir()
     (d / "keep.txt").write_text("precious")
-    assert "not a Zarr store" in _one_line_error(_cli("simulate", "--L", 4, "--out", d, "--quiet", "--overwrite"))
+    assert "did not write" in _one_line_error(_cli("simulate", "--L", 4, "--out", d, "--quiet", "--overwrite"))
     assert (d / "keep.txt").read_text() == "precious"
 
 

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from skild_phys import workflow
 from skild_phys.cli import main
+from skild_phys.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.toml"))
@@ -109,7 +110,10 @@ def test_stage_status_rules(tmp_path):
     (tmp_path / "o" / workflow.RECORD_DIR).mkdir(parents=True)
     (tmp_path / "o/a.zarr").mkdir()
     (tmp_path / "o/b").mkdir()
-    assert wf.status(a) == "overwrite"  # output without a record of this hash
+    with pytest.raises(InputError, match="this workflow did not write it"):
+        wf.status(a)  # an output without any record of this stage is not the workflow's to replace
+    wf.record_path(a).write_text(json.dumps({"hash": "stale", "finished": 1.0}))
+    assert wf.status(a) == "overwrite"  # the stage's own output from other settings
     wf.record_path(a).write_text(json.dumps({"hash": a.digest, "finished": None}))
     wf.record_path(b).write_text(json.dumps({"hash": b.digest, "finished": None}))
     assert wf.status(a) == "resume"

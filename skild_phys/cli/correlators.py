@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import click
+
+from skild_phys.cli.common import writes
 
 
 def _ints(text: str | None, what: str) -> list[int] | None:
@@ -34,7 +38,7 @@ def _window(text: str | None, what: str) -> tuple[float, float] | None:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
         raise InputError(f"{what} must be two numbers LO,HI, got {text!r}") from None
-    if not 0 < lo < hi:
+    if not (0 < lo < hi and math.isfinite(hi)):
         raise InputError(f"{what} needs 0 < LO < HI, got {text!r}")
     return lo, hi
 
@@ -53,8 +57,9 @@ def _window(text: str | None, what: str) -> tuple[float, float] | None:
               help="Power spectrum basis: dct (the SKILD default) or fourier (periodic; the structure factor).")
 @click.option("--no-spectrum", is_flag=True, help="Skip the power spectrum (the slowest part).")
 @click.option("--threads", type=int, default=None, help="Worker threads [default: all cores]; never changes results.")
-@click.option("--overwrite", is_flag=True, help="Replace existing --out / --plot files.")
+@click.option("--overwrite", is_flag=True, help="Replace --out / --plot files that skild-phys wrote (never other files).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@writes("out", "plot_path")
 def correlators(stores, sizes, labels, out, plot_path, project, kappa4_window, k_window, spectrum_basis, no_spectrum,
                 threads, overwrite, quiet):
     """Connected four-point cumulant kappa4(l) of the corners of l x l squares, per store.
@@ -68,13 +73,14 @@ def correlators(stores, sizes, labels, out, plot_path, project, kappa4_window, k
 
     import numba
 
-    from analysis.observables import (BlockingWarning, check_output_path, correlators as run, format_table,
+    from skild_phys import outputs
+    from analysis.observables import (BlockingWarning, correlators as run, format_table,
                                       write_dataset)
     from skild_phys.errors import InputError
 
-    check_output_path(out, (".nc", ".zarr"), "--out", overwrite)
+    outputs.check_file(out, (".nc", ".zarr"), "--out", overwrite, kind=outputs.CORRELATORS, inputs=stores)
     if plot_path is not None:
-        check_output_path(plot_path, (".png", ".pdf"), "--plot", overwrite)
+        outputs.check_file(plot_path, (".png", ".pdf"), "--plot", overwrite, kind=outputs.PLOT, inputs=stores)
     if threads is not None:
         if not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
             raise InputError(f"--threads must be between 1 and {numba.config.NUMBA_NUM_THREADS}, got {threads}")
@@ -89,7 +95,7 @@ def correlators(stores, sizes, labels, out, plot_path, project, kappa4_window, k
     for w in caught:
         if issubclass(w.category, BlockingWarning):
             click.echo(f"warning: {w.message}", err=True)
-    write_dataset(ds, out, overwrite=overwrite)
+    write_dataset(ds, out, overwrite=overwrite, inputs=stores)
     click.echo(format_table(ds))
     click.echo(f"\nwrote {out}")
     if plot_path is not None:

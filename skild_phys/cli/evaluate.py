@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from skild_phys.cli.common import FINITE, writes
+
 from skild_phys.cli.model import _device, _set_threads, _threads
 
 
@@ -16,7 +18,7 @@ from skild_phys.cli.model import _device, _set_threads, _threads
 @click.option("--samples", type=int, default=1000, help="Super-resolve the first N truth configurations.")
 @click.option("--gen-samples", type=int, default=500, help="Configurations generated from noise (0: none).")
 @click.option("--steps", type=int, default=100, help="Respaced reverse steps K per chain.")
-@click.option("--factor", type=float, default=None, help="Super-resolution factor [default: the checkpoint's].")
+@click.option("--factor", type=FINITE, default=None, help="Super-resolution factor [default: the checkpoint's].")
 @click.option("--protocol", "protocols", multiple=True, type=click.Choice(["marginal", "lowres", "generate"]),
               help="marginal: forward marginal of the true configuration at n0 (paper); lowres: its block "
                    "mean/spin as a real coarse input; generate: from noise [default: all three].")
@@ -35,10 +37,11 @@ from skild_phys.cli.model import _device, _set_threads, _threads
 @click.option("--spectrum-basis", default="fourier", type=click.Choice(["fourier", "dct"]),
               help="Basis of the spectrum ratio (fourier: the torus structure factor).")
 @click.option("--keep-field", is_flag=True, help="Also store each chain's continuous field (before the sign).")
-@click.option("--overwrite", is_flag=True, help="Replace an evaluation with other settings in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace an evaluation with other settings in --out (never other data).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_device
 @_threads
+@writes("out")
 def evaluate(run, truth, out, samples, gen_samples, steps, factor, protocols, baselines, lowres_rule, lowres_start, seed,
              batch, variance, spectrum_basis, keep_field, overwrite, quiet, device, threads):
     """Fidelity of a checkpoint: super-resolution (both protocols) and generation against the truth.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from skild_phys.cli.common import FINITE, writes
+
 _device = click.option("--device", default="auto", help="torch device: auto (CUDA if available), cpu, cuda, cuda:1, ...")
 _threads = click.option("--threads", type=int, default=None, help="CPU threads for torch [default: torch's choice].")
 
@@ -47,8 +49,8 @@ def _shape(channels, blocks, attention, mid_attention) -> dict:
               help="Training data: a Zarr store, cifar10:DIR or imagefolder:DIR.")
 @click.option("--out", "run", type=click.Path(), required=True, help="Run directory (checkpoints, config, log).")
 @click.option("--preset", default="auto", help="Schedule preset name, or 'auto' (the preset rule at the data's size and --factor).")
-@click.option("--factor", type=float, default=4.0, help="Super-resolution factor the schedule must reach (auto preset).")
-@click.option("--k-c", "k_c", type=float, default=None, help="IR cutoff k_c [default: pi for auto, the preset's otherwise].")
+@click.option("--factor", type=FINITE, default=4.0, help="Super-resolution factor the schedule must reach (auto preset).")
+@click.option("--k-c", "k_c", type=FINITE, default=None, help="IR cutoff k_c [default: pi for auto, the preset's otherwise].")
 @click.option("--net", default="tiny", type=click.Choice(["tiny", "small", "base"]), help="Network size.")
 @click.option("--periodic/--no-periodic", default=None, help="Circular padding [default: yes for lattice stores].")
 @click.option("--basis", default=None, type=click.Choice(["dct", "fourier"]),
@@ -60,15 +62,15 @@ def _shape(channels, blocks, attention, mid_attention) -> dict:
 @click.option("--size", type=int, default=None, help="Image size H for image-folder data.")
 @click.option("--steps", type=int, default=2000, help="Total optimisation steps.")
 @click.option("--batch", type=int, default=16, help="Batch size.")
-@click.option("--lr", type=float, default=2e-4, help="AdamW learning rate (after warm-up).")
+@click.option("--lr", type=FINITE, default=2e-4, help="AdamW learning rate (after warm-up).")
 @click.option("--warmup", type=int, default=100, help="Linear learning-rate warm-up steps.")
-@click.option("--ema", "ema_decay", type=float, default=0.999, help="EMA decay of the sampling weights.")
+@click.option("--ema", "ema_decay", type=FINITE, default=0.999, help="EMA decay of the sampling weights.")
 @click.option("--seed", type=int, default=0, help="Seed of initialisation, data order and noise.")
 @click.option("--no-augment", is_flag=True, help="Disable symmetry augmentation.")
 @click.option("--checkpoint-every", type=int, default=250, help="Steps between checkpoints.")
 @click.option("--log-every", type=int, default=10, help="Steps averaged into one line of RUN/log.jsonl.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its resume checkpoint.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace a training run in --out (never other data).")
 @click.option("--model", "model_kind", default="skild", type=click.Choice(["skild", "sr3"]),
               help="Method: SKILD, or the SR3 conditional DDPM baseline (block-mean input at --factor).")
 @click.option("--parameterization", default="v", type=click.Choice(["v", "eps"]),
@@ -104,11 +106,11 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
     Data-parallel on N processes or GPUs: `torchrun --nproc-per-node N -m skild_phys train ...`
     (--batch stays the global batch; see docs/scaling.md).
     """
-    from skild_phys import ddp
-    from skild_phys.data import open_dataset
+    import contextlib
+    import os
+
+    from skild_phys import outputs
     from skild_phys.errors import InputError
-    from skild_phys.methods import get_method
-    from skild_phys.train import TrainSettings, data_defaults, prepare_run_dir, train as run_training
 
     if k_c is not None and not k_c >= 0:
         raise InputError(f"--k-c must be 0 or positive, got {k_c:g}")
@@ -117,6 +119,28 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
     pick_device(device)  # a device this machine lacks is refused before the run directory exists
     _set_threads(threads)
     import skild_phys.images  # noqa: F401  (registers the cifar10: and imagefolder: adapters)
+
+    inputs = (data_spec, val_data)
+    main = int(os.environ.get("RANK", "0")) == 0  # torchrun's rank; one process writes the run directory
+    if main:  # the run directory is checked before any data are read
+        from skild_phys.train import RUN_HINT
+
+        outputs.claim(run, outputs.RUN, overwrite=overwrite, resume=resume, inputs=inputs, hint=RUN_HINT)
+    with outputs.lock(run) if main else contextlib.nullcontext():
+        _train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, size, steps, batch, lr, warmup,
+               ema_decay, seed, no_augment, checkpoint_every, log_every, resume, overwrite, model_kind,
+               parameterization, lr_decay, n_sampling, channels, blocks, attention, mid_attention, val_data,
+               val_samples, val_every, quiet, device, inputs)
+
+
+def _train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, size, steps, batch, lr, warmup,
+           ema_decay, seed, no_augment, checkpoint_every, log_every, resume, overwrite, model_kind, parameterization,
+           lr_decay, n_sampling, channels, blocks, attention, mid_attention, val_data, val_samples, val_every, quiet,
+           device, inputs):
+    from skild_phys import ddp
+    from skild_phys.data import open_dataset
+    from skild_phys.methods import get_method
+    from skild_phys.train import TrainSettings, data_defaults, prepare_run_dir, train as run_training
 
     dataset = open_dataset(data_spec, size=size)
     defaults = data_defaults(dataset)
@@ -132,7 +156,7 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
     method = get_method(model_kind)
     config, S0 = method.resolve_config(dataset, preset, factor, k_c, net, periodic, basis, spectrum, settings,
                                        parameterization, shape)
-    run_dir = ddp.main_first(lambda: prepare_run_dir(run, resume=resume, overwrite=overwrite), ranks)
+    run_dir = ddp.main_first(lambda: prepare_run_dir(run, resume=resume, overwrite=overwrite, inputs=inputs), ranks)
     try:
         record = run_training(run_dir, dataset, config, S0, resume=resume, progress=not quiet,
                               log=lambda m: click.echo(m, err=True), objective=method.objective(config))
@@ -153,10 +177,11 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
 @click.option("--batch", type=int, default=16, help="Samples per batch (results do not depend on it).")
 @click.option("--variance", default="posterior", type=click.Choice(["posterior", "forward"]), help="Reverse-step noise.")
 @click.option("--keep-field", is_flag=True, help="Also store the raw continuous field.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
+@click.option("--overwrite", is_flag=True, help="Replace samples skild-phys wrote at --out (never other data).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_device
 @_threads
+@writes("out")
 def generate(run, samples, out, steps, seed, batch, variance, keep_field, overwrite, quiet, device, threads):
     """Generate configurations from noise (reverse chain from n = N)."""
     from skild_phys.errors import InputError
@@ -192,7 +217,7 @@ def generate(run, samples, out, steps, seed, batch, variance, keep_field, overwr
 @click.option("--bicubic", is_flag=True,
               help="Image models: super-resolve --data bicubic-downsampled by the factor (real LR inputs, --data "
                    "as reference) instead of its forward marginal.")
-@click.option("--factor", type=float, required=True, multiple=True,
+@click.option("--factor", type=FINITE, required=True, multiple=True,
               help="Super-resolution factor (the input has H/factor pixels per side); image models take any real "
                    "factor, repeated for several (--factor 2 --factor 3 ...).")
 @click.option("--out", type=click.Path(), required=True,
@@ -206,10 +231,11 @@ def generate(run, samples, out, steps, seed, batch, variance, keep_field, overwr
 @click.option("--batch", type=int, default=16, help="Samples per batch (results do not depend on it).")
 @click.option("--variance", default="posterior", type=click.Choice(["posterior", "forward"]), help="Reverse-step noise.")
 @click.option("--keep-field", is_flag=True, help="Also store the raw continuous field.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
+@click.option("--overwrite", is_flag=True, help="Replace samples skild-phys wrote at --out (never other data).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_device
 @_threads
+@writes("out")
 def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, steps, seed, batch, variance, keep_field,
              overwrite, quiet, device, threads):
     """Super-resolve configurations by the reverse chain from n0, where r(n0) = H / factor."""
@@ -273,7 +299,8 @@ def _superres_images(model, hr, lr, bicubic, factors, out, samples, steps, seed,
 @click.option("--ref", default=None, help="Reference images in the same order (PSNR, SSIM, LPIPS; FID).")
 @click.option("--size", type=int, default=None, help="Side of image-folder images [default: the reference's].")
 @click.option("--out", type=click.Path(), default=None, help="Also write the metrics to this JSON file.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("--overwrite", is_flag=True, help="Replace a metrics file skild-phys wrote at --out.")
+@writes("out")
 def metrics(pred, ref, size, out, overwrite):
     """Image metrics: PSNR and SSIM against --ref; LPIPS, FID and IS when their weights are local."""
     import json
@@ -286,10 +313,10 @@ def metrics(pred, ref, size, out, overwrite):
     from skild_phys.data import open_dataset
     from skild_phys.errors import InputError
     from skild_phys.metrics import image_metrics
-    from analysis.observables import check_output_path
+    from skild_phys import outputs
 
     if out:
-        check_output_path(out, (".json",), "--out", overwrite)
+        outputs.check_file(out, (".json",), "--out", overwrite, kind=outputs.METRICS, inputs=(pred, ref))
     ref_set = None if ref is None else open_dataset(ref, size=size)
     pred_set = open_dataset(pred, size=size or (None if ref_set is None else ref_set.height))
     n = len(pred_set)
@@ -304,7 +331,8 @@ def metrics(pred, ref, size, out, overwrite):
         click.echo(f"{name}: {value['mean']:.4f} +- {value['sem']:.4f} (n = {value['n']})" if isinstance(value, dict)
                    else f"{name}: {value:.4f}")
     if out:
-        Path(out).write_text(json.dumps({"pred": pred, "ref": ref, "n": n, **result}, indent=2) + "\n")
+        record = {outputs.KIND_ATTR: outputs.METRICS, "pred": pred, "ref": ref, "n": n, **result}
+        Path(out).write_text(json.dumps(record, indent=2) + "\n")
 
 
 @click.command()
@@ -312,8 +340,9 @@ def metrics(pred, ref, size, out, overwrite):
 @click.option("--factor", type=int, required=True, help="Block size f (L must be divisible by f).")
 @click.option("--rule", default="majority", type=click.Choice(["majority", "decimate", "mean"]), help="Block-spin rule.")
 @click.option("--out", type=click.Path(), required=True, help="Output Zarr store.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
+@click.option("--overwrite", is_flag=True, help="Replace a coarse store at --out (never other data).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@writes("out")
 def coarsen(source, factor, rule, out, overwrite, quiet):
     """Block-spin coarse-grain a spin store (majority rule, decimation or block mean)."""
     from ising.coarsen import coarsen_store

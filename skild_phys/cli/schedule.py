@@ -7,6 +7,8 @@ import math
 
 import click
 
+from skild_phys.cli.common import FiniteFloat, writes
+
 
 def _table_steps(N: int) -> list[int]:
     """A readable subset of steps: the first few, then every tenth of the chain."""
@@ -17,6 +19,8 @@ def _table_steps(N: int) -> list[int]:
 def _plot(path, preset) -> None:
     """ᾱ over (|k|, n) with the resolved cutoff k*(n), and r(n)."""
     import matplotlib
+
+    from skild_phys import outputs
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -42,7 +46,7 @@ def _plot(path, preset) -> None:
     ax1.set_ylabel("effective resolution r(n) [pixels per side]")
     ax1.legend()
     fig.suptitle(f"{preset.name}: {s.kind} schedule")
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, metadata=outputs.plot_metadata(path))
     plt.close(fig)
 
 
@@ -50,26 +54,27 @@ def _plot(path, preset) -> None:
 @click.option("--preset", "name", required=True, help="Named preset (ising128_4x, imagenet128_8x, cifar10_linear, ...).")
 @click.option("--size", "H", type=click.IntRange(min=2), default=None,
               help="Grid side H; rescales the preset by the λ rule at the same factor [default: the preset's].")
-@click.option("--resolution", "resolutions", type=click.FloatRange(min=0, min_open=True), multiple=True,
+@click.option("--resolution", "resolutions", type=FiniteFloat(min=0, min_open=True), multiple=True,
               help="Target resolution r (pixels per side); prints the start step n0. Repeatable.")
-@click.option("--factor", "factors", type=click.FloatRange(min=1), multiple=True,
+@click.option("--factor", "factors", type=FiniteFloat(min=1), multiple=True,
               help="Super-resolution factor f; prints n0 for r = H/f. Repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write a figure of ᾱ over (k, n) and r(n) to this file (.png or .pdf).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing --plot file.")
+@click.option("--overwrite", is_flag=True, help="Replace a plot skild-phys wrote at --plot.")
+@writes("plot_path")
 def schedule(name, H, resolutions, factors, as_json, plot_path, overwrite):
     """Show a preset's λ schedule, effective resolution r(n) and super-resolution start steps.
 
     r(n) = √(ln(1+1/τ)/λ_n) / (√2 π); the start step n0 for a target r is the first
     (smallest) n with r(n) ≤ r.
     """
-    from analysis.observables import check_output_path
+    from skild_phys import outputs
     from skild_phys.errors import InputError
     from skild_phys.presets import get_preset
 
     if plot_path is not None:
-        check_output_path(plot_path, (".png", ".pdf"), "--plot", overwrite)
+        outputs.check_file(plot_path, (".png", ".pdf"), "--plot", overwrite, kind=outputs.PLOT)
     preset = get_preset(name, H)
     s = preset.schedule
     targets = [float(r) for r in resolutions] + [preset.H / f for f in factors]

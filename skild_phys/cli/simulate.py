@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import click
 
+from skild_phys.cli.common import FINITE, finite
+
 
 class _ListOf(click.ParamType):
     """A comma-separated list of numbers: `32` or `32,64,128`."""
 
     def __init__(self, kind):
         self.kind = kind
-        self.name = f"{kind.__name__}[,{kind.__name__}...]"
+        self.label = "finite number" if kind is finite else kind.__name__
+        self.name = f"{self.label}[,{self.label}...]"
 
     def convert(self, value, param, ctx):
         if isinstance(value, list):
@@ -18,7 +21,7 @@ class _ListOf(click.ParamType):
         try:
             return [self.kind(v) for v in str(value).split(",")]
         except ValueError:
-            self.fail(f"expected a comma-separated list of {self.kind.__name__} values, got {value!r}", param, ctx)
+            self.fail(f"expected a comma-separated list of {self.label} values, got {value!r}", param, ctx)
 
 
 @click.command()
@@ -26,9 +29,9 @@ class _ListOf(click.ParamType):
 @click.option("--samples", type=int, default=1000, help="Configurations to save.")
 @click.option("--out", "out", type=click.Path(), required=True,
               help="Zarr store to write: a directory or fsspec URL; sweeps add _L32, _T2.3, ... before .zarr.")
-@click.option("--T", "T", type=_ListOf(float), default=None,
+@click.option("--T", "T", type=_ListOf(finite), default=None,
               help="Temperature (default: T_c = 2.2691853...); a list sweeps.")
-@click.option("--beta", type=_ListOf(float), default=None,
+@click.option("--beta", type=_ListOf(finite), default=None,
               help="Inverse temperature (alternative to --T); a list sweeps.")
 @click.option("--seed", type=int, default=0, help="Run seed; the stored data depend only on seed and parameters.")
 @click.option("--chains", type=int, default=8, help="Independent Markov chains (each thermalised separately).")
@@ -40,9 +43,9 @@ class _ListOf(click.ParamType):
 @click.option("--task-flips", type=click.IntRange(min=1), default=None,
               help="With a cluster: spins flipped per task and block [default: 1e8, ~1 s of a core]; "
                    "never changes results.")
-@click.option("--thermalize", type=float, default=200.0, help="Thermalisation per chain, in sweeps (L^2 flipped spins).")
-@click.option("--sweeps-between", type=float, default=2.0, help="Spacing of saved samples of one chain, in sweeps.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
+@click.option("--thermalize", type=FINITE, default=200.0, help="Thermalisation per chain, in sweeps (L^2 flipped spins).")
+@click.option("--sweeps-between", type=FINITE, default=2.0, help="Spacing of saved samples of one chain, in sweeps.")
+@click.option("--overwrite", is_flag=True, help="Replace a simulation store at --out (never other data).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def simulate(L, samples, out, T, beta, seed, chains, threads, workers, scheduler, bind, task_flips, thermalize,
              sweeps_between, overwrite, quiet):
