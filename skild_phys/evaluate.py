@@ -142,7 +142,7 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
     from ising import store
     from ising.coarsen import coarsen_store
     from skild_phys.data import LatticeStore
-    from skild_phys.methods import load_trained, superres_start_for
+    from skild_phys.methods import at_data_size, load_trained, superres_start_for
     from skild_phys.sample import chain_steps_for, generation_start, run_sampler
 
     settings.validate()
@@ -153,12 +153,11 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
     truth_set = LatticeStore(truth)
     if truth_set.kind != "spins":
         raise InputError(f"{truth} holds no spins; the truth must be a spin store from `simulate`")
-    H = model.config["H"]
-    if (truth_set.height, truth_set.width) != (H, model.config["W"]):
-        raise InputError(f"truth configurations are {truth_set.height}x{truth_set.width}, the checkpoint's {H}x{model.config['W']}")
     if settings.samples > len(truth_set):
         raise InputError(f"--samples {settings.samples} exceeds the {len(truth_set)} configurations of {truth}")
     factor = float(settings.factor or model.config["factor"])
+    model = at_data_size(model, truth_set, factor, lowres=False)  # a larger truth: the model in lattice units
+    H = model.config["H"]
     settings = replace(settings, factor=factor)
     params = {"checkpoint": model.digest, "truth": str(truth), "settings": asdict(settings)}
     record = _prepare_dir(out, json.loads(json.dumps(params)), overwrite, inputs=(run, truth))

@@ -59,3 +59,22 @@ def load_trained(run, device: str = "auto"):
 def superres_start_for(model, dataset, factor: float, lowres: bool, lowres_start: str = "conditional"):
     """The super-resolution start of the model's method (lowres_start: how SKILD embeds a real coarse input)."""
     return get_method(model.config.get("model", "skild")).superres_start(model, dataset, factor, lowres, lowres_start)
+
+
+def at_data_size(model, dataset, factor: float, lowres: bool):
+    """The model on the grid the data call for: the training grid, or (lattice SKILD checkpoints) a larger
+    one in lattice units (`skild_phys.transfer`), e.g. a 32x32 checkpoint super-resolving 32 -> 128."""
+    from skild_phys.transfer import at_size
+
+    if model.config.get("data_kind") == "image":
+        return model
+    H, W = dataset.height, dataset.width
+    if lowres:
+        H, W = H * factor, W * factor
+        if abs(H - round(H)) > 1e-9 or abs(W - round(W)) > 1e-9:
+            raise InputError(f"low-resolution data of {dataset.height}x{dataset.width} times factor {factor:g} "
+                             "is not a whole lattice")
+        H, W = int(round(H)), int(round(W))
+    if (H, W) == (model.config["H"], model.config["W"]):
+        return model
+    return at_size(model, H, W)

@@ -241,7 +241,7 @@ def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, steps, se
     """Super-resolve configurations by the reverse chain from n0, where r(n0) = H / factor."""
     from skild_phys.data import LatticeStore
     from skild_phys.errors import InputError
-    from skild_phys.methods import load_trained, superres_start_for
+    from skild_phys.methods import at_data_size, load_trained, superres_start_for
 
     if (hr is None) == (lr is None):
         raise InputError("give exactly one of --data (high-resolution store) or --lowres (coarse store)")
@@ -259,9 +259,11 @@ def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, steps, se
     n = len(dataset) if samples is None else samples
     if not 1 <= n <= len(dataset):
         raise InputError(f"--samples must be between 1 and {len(dataset)}")
+    model = at_data_size(model, dataset, factor, lowres=lr is not None)
     start = superres_start_for(model, dataset, factor, lowres=lr is not None, lowres_start=lowres_start)
     attrs = {"mode": "superres", "source": str(hr or lr), "factor": factor, "checkpoint": str(run),
-             "input": f"lowres-{lowres_start}" if lr else "forward-marginal"}
+             "input": f"lowres-{lowres_start}" if lr else "forward-marginal",
+             **({"trained_L": model.config["transfer"]["trained_H"]} if "transfer" in model.config else {})}
     from skild_phys.sample import run_sampler
 
     run_sampler(out, model, start, n, attrs, steps, seed=seed, batch=batch, keep_field=keep_field, variance=variance,

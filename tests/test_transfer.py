@@ -1,0 +1,145 @@
+"""Size transfer in lattice units: the same checkpoint on a larger lattice (skild_phys.transfer)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from click.testing import CliRunner
+
+from skild_phys.basis import Basis
+from skild_phys.cli import main
+from skild_phys.errors import InputError
+from skild_phys.model import TrainedModel, auto_schedule
+from skild_phys.process import Process, gaussian_denoiser, per_sample_generators, randn, reverse_chain
+from skild_phys.schedule import Schedule
+from skild_phys.transfer import at_size, axis_wavenumbers, scaled_schedule, transfer_spectrum
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
+def lattice_spectrum(basis: str, H: int, a: float = 1.75, q0: float = 0.01, anisotropy: float = 0.1) -> np.ndarray:
+    """A smooth spectrum in lattice units with the square lattice's anisotropy (growing as q²):
+    S(q) = (q² + q0²)^(−a/2) (1 + ε (q/π)² cos 4φ)."""
+    qy, qx = np.meshgrid(axis_wavenumbers(basis, H), axis_wavenumbers(basis, H), indexing="ij")
+    q2 = qy**2 + qx**2
+    cos4 = np.where(q2 > 0, (qx**4 - 6 * qx**2 * qy**2 + qy**4) / np.maximum(q2, 1e-300) ** 2, 1.0)
+    return (q2 + q0**2) ** (-a / 2) * (1 + anisotropy * q2 / np.pi**2 * cos4)
+
+
+@pytest.mark.parametrize("kind", ["linear", "log_linear"])
+@pytest.mark.parametrize("s", [2, 4])
+def test_scaled_schedule_keeps_every_physical_wavenumber_on_the_same_alpha_bar(kind, s):
+    base = auto_schedule(16, 4) if kind == "linear" else Schedule("log_linear", -2.0, 1.0, k_c=math.pi)
+    big = scaled_schedule(base, s)
+    small, large = Basis.fourier(16), Basis.fourier(16 * s)
+    p, P = Process(small, base, torch.ones(16, 16)), Process(large, big, torch.ones(16 * s, 16 * s))
+    # frequency m of the 16-grid is frequency s m of the larger one: the same q per lattice spacing
+    # (Fourier rows: 0 constant, 2m - 1 cos m, 2m sin m)
+    i = np.arange(16)
+    rows = torch.as_tensor(np.where(i == 0, 0, np.where(i % 2, 2 * s * ((i + 1) // 2) - 1, 2 * s * (i // 2))))
+    for n in (1, 137, 500, 1000):
+        np.testing.assert_allclose(P.log_alpha_bar(n)[rows[:, None], rows[None, :]].numpy(),
+                                   p.log_alpha_bar(n).numpy(), rtol=1e-12)
+    # the start step of a factor is the same n0 on both grids
+    for f in (2, 4, 8):
+        assert big.start_step(16 * s / f) == base.start_step(16 / f)
+
+
+@pytest.mark.parametrize("basis", ["fourier", "dct"])
+def test_transferred_spectrum_matches_the_lattice_spectrum_of_the_larger_grid(basis):
+    S16 = lattice_spectrum(basis, 16)
+    S64 = transfer_spectrum(S16[None], basis, 64, 64)[0]
+    exact = lattice_spectrum(basis, 64)
+    ratio = S64 / exact
+    q = np.hypot(*np.meshgrid(axis_wavenumbers(basis, 64), axis_wavenumbers(basis, 64), indexing="ij"))
+    q_min = axis_wavenumbers(basis, 16)[1]
+    inside = q >= q_min
+    # between the training wavenumbers: log-bilinear interpolation of a smooth spectrum
+    assert np.abs(np.log(ratio[inside])).max() < 0.08
+    assert np.median(np.abs(np.log(ratio[inside]))) < 0.01
+    # below the lowest training wavenumber: the power law of the lowest shells (a bend of the
+    # spectrum below the training grid's q_min, here q0 = 0.01, is invisible to it)
+    low = ~inside & (q > 0)
+    assert np.abs(np.log(ratio[low])).max() < 0.1
+    # the training grid's own modes are reproduced where they exist on the larger grid
+    own = S64[::4, ::4][1:, 1:] / S16[1:, 1:] if basis == "dct" else None
+    if own is not None:
+        assert np.abs(np.log(own)).max() < 0.08
+
+
+def test_dc_mode_scales_with_the_low_power_law():
+    S16 = lattice_spectrum("fourier", 16, q0=0.0)
+    S16[0, 0] = 100.0
+    S64 = transfer_spectrum(S16[None], "fourier", 64, 64)[0]
+    assert S64[0, 0] == pytest.approx(100.0 * 4**1.75, rel=0.02)
+
+
+def test_oracle_chain_gives_the_same_statistics_at_the_training_size_and_four_times_larger():
+    """Gaussian data with a lattice power-law spectrum; the oracle denoiser of the process; 4x SR
+    from the forward marginal at n0.  The process carried from 16 to 64 reproduces the data's
+    spectrum per |q| shell at 64 as the training process does at 16 (within sampling error)."""
+    results = {}
+    S16 = lattice_spectrum("fourier", 16, anisotropy=0.0)
+    base = Process(Basis.fourier(16), auto_schedule(16, 4), torch.as_tensor(S16))
+    model16 = TrainedModel({"H": 16, "W": 16, "model": "skild", "net": {"periodic": True}, "channels": 1},
+                           base, None, "oracle", torch.device("cpu"))
+    model64 = at_size(model16, 64, 64)
+    for H, model in ((16, model16), (64, model64)):
+        p = model.process
+        n0 = p.schedule.start_step(H / 4)
+        B = 96 if H == 16 else 24
+        gens = per_sample_generators(range(B))
+        S_true = torch.as_tensor(lattice_spectrum("fourier", H, anisotropy=0.0))
+        X0 = torch.sqrt(S_true) * randn((B, 1, H, H), gens)
+        Xn = p.marginal(X0, n0, randn((B, 1, H, H), gens))
+        steps = list(range(n0, -1, -max(1, n0 // 50)))
+        if steps[-1] != 0:
+            steps.append(0)
+        X = reverse_chain(p, gaussian_denoiser(p), Xn, steps, gens, variance="forward")  # exact when respaced
+        q = np.hypot(*np.meshgrid(axis_wavenumbers("fourier", H), axis_wavenumbers("fourier", H), indexing="ij"))
+        ratio = (X[:, 0] ** 2).mean(0).numpy() / S_true.numpy()
+        shells = [(0.4, 0.8), (0.8, 1.6), (1.6, 3.2)]  # |q| bins present on both grids
+        results[H] = [ratio[(q >= lo) & (q < hi)].mean() for lo, hi in shells]
+        counts = [((q >= lo) & (q < hi)).sum() * B for lo, hi in shells]
+        for r, c in zip(results[H], counts):
+            assert abs(r - 1) < 5 * math.sqrt(2 / c) + 0.03, (H, results[H])
+    np.testing.assert_allclose(results[64], results[16], atol=0.08)
+
+
+def test_cli_superres_on_a_larger_lattice(tmp_path, make_store):
+    data16 = make_store("transfer16", L=16, n_samples=64, chains=2, seed=5)
+    data32 = make_store("transfer32", L=32, n_samples=8, chains=2, seed=6)
+    run = tmp_path / "run"
+    r = CliRunner().invoke(main, ["train", "--data", str(data16), "--out", str(run), "--net", "tiny", "--steps", "4",
+                                  "--batch", "4", "--quiet", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "sr32.zarr"
+    r = CliRunner().invoke(main, ["superres", "--checkpoint", str(run), "--data", str(data32), "--factor", "4",
+                                  "--out", str(out), "--steps", "5", "--quiet", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    ds = xr.open_zarr(out)
+    assert ds.spins.shape == (8, 32, 32) and ds.attrs["trained_L"] == 16 and ds.attrs["L"] == 32
+    # a coarse 8x8 input climbs to 32 (4x) with the same 16x16 checkpoint
+    coarse = tmp_path / "c8.zarr"
+    assert CliRunner().invoke(main, ["coarsen", str(data32), "--factor", "4", "--out", str(coarse),
+                                     "--quiet"]).exit_code == 0
+    r = CliRunner().invoke(main, ["superres", "--checkpoint", str(run), "--lowres", str(coarse), "--factor", "4",
+                                  "--out", str(tmp_path / "c32.zarr"), "--steps", "5", "--quiet", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert xr.open_zarr(tmp_path / "c32.zarr").spins.shape == (8, 32, 32)
+    r = CliRunner().invoke(main, ["superres", "--checkpoint", str(run), "--data", str(make_store(
+        "transfer8", L=8, n_samples=4, chains=2, seed=7)), "--factor", "2", "--out", str(tmp_path / "x.zarr")])
+    assert r.exit_code == 2 and "smaller than the checkpoint" in r.output
+
+
+def test_transfer_refuses_what_it_cannot_carry():
+    model = TrainedModel({"H": 16, "W": 16, "model": "sr3", "net": {"periodic": True}}, None, None, "", "cpu")
+    with pytest.raises(InputError, match="SKILD checkpoint"):
+        at_size(model, 32, 32)
+    model.config.update(model="skild", net={"periodic": False})
+    with pytest.raises(InputError, match="open boundaries"):
+        at_size(model, 32, 32)
+    with pytest.raises(InputError, match="lattice-unit form"):
+        scaled_schedule(Schedule("cosine", 0.0, 0.0, theta=0.008), 2)
