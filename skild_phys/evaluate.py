@@ -29,6 +29,7 @@ from skild_phys import outputs
 from skild_phys.errors import InputError
 from skild_phys.model import TrainedModel, build_network
 from skild_phys.process import gaussian_denoiser
+from skild_phys.samplers import check_choice, choice_params, network_evaluations
 
 EVAL_FILE = "evaluation.json"
 DATASET_FILE = "fidelity.nc"
@@ -57,9 +58,20 @@ class EvalSettings:
     variance: str = "posterior"
     spectrum_basis: str = "fourier"
     keep_field: bool = False  # also store the continuous field before the sign projection
+    sampler: str = "ancestral"  # skild_phys.samplers: ancestral, ddim (with eta) or heun
+    eta: float = 0.0
+    spacing: str = "uniform"  # step placement: uniform in n, log-lambda or rho
+
+    def params(self) -> dict:
+        """The settings an evaluation records (the sampler's only where not the default)."""
+        d = asdict(self)
+        for key in ("sampler", "eta", "spacing"):
+            d.pop(key)
+        return {**d, **choice_params(self.sampler, self.eta, self.spacing)}
 
     def validate(self) -> None:
         """Raise InputError for settings no evaluation can use."""
+        check_choice(self.sampler, self.eta, self.spacing)
         if self.samples < 4 or self.gen_samples < 0 or self.steps < 1 or self.batch < 1:
             raise InputError("--samples must be at least 4, --steps and --batch at least 1, --gen-samples >= 0")
         for name, values, allowed in (("protocol", self.protocols, PROTOCOLS), ("baseline", self.baselines, BASELINES)):
@@ -159,7 +171,7 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
     model = at_data_size(model, truth_set, factor, lowres=False)  # a larger truth: the model in lattice units
     H = model.config["H"]
     settings = replace(settings, factor=factor)
-    params = {"checkpoint": model.digest, "truth": str(truth), "settings": asdict(settings)}
+    params = {"checkpoint": model.digest, "truth": str(truth), "settings": settings.params()}
     record = _prepare_dir(out, json.loads(json.dumps(params)), overwrite, inputs=(run, truth))
     fresh = record.pop("overwrite", False)
     if not fresh:
@@ -194,8 +206,8 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
                      "input": f"lowres-{settings.lowres_start}" if lowres else "forward-marginal"}
         if n == 0:
             continue
-        steps = chain_steps_for(start, settings.steps)
-        src.nfe = 0 if src.who == "gaussian" else len(steps) - 1
+        steps = chain_steps_for(start, settings.steps, settings.spacing, sampler.process)
+        src.nfe = 0 if src.who == "gaussian" else network_evaluations(settings.sampler, len(steps) - 1)
         attrs.update(checkpoint=str(run), evaluation=src.label)
         done = None if fresh else record["sources"].get(src.label)
         log(f"{src.label}: {n} configurations, {len(steps) - 1} reverse steps from n = {steps[0]}")
@@ -203,7 +215,7 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
         existing = store.read_attrs(src.store)
         run_sampler(src.store, sampler, start, n, attrs, settings.steps, seed=settings.seed, batch=settings.batch,
                     variance=settings.variance, keep_field=settings.keep_field, overwrite=fresh, progress=progress,
-                    log=log)
+                    log=log, sampler=settings.sampler, eta=settings.eta, spacing=settings.spacing)
         if done is not None and existing is not None and existing.get("complete"):
             src.wall_s, src.note = done["wall_s"], done["note"]
         else:

@@ -1,6 +1,6 @@
 """Generation and super-resolution from a checkpoint: the reverse-chain core and its sink into configuration stores.
 
-Both run `process.reverse_chain`; they differ only in the start step and the start state
+Both run one chain of `samplers.sample_chain` (ancestral by default); they differ only in the start step and the start state
 (SPEC §4): generation starts at n = N from the prior, super-resolution at n0 (where the
 effective resolution equals the input's) from the forward marginal of a high-resolution
 configuration (paper protocol) or of a real low-resolution input embedded in the low modes.
@@ -25,7 +25,8 @@ from skild_phys.basis import Basis, embed_low_modes
 from skild_phys.errors import InputError
 from skild_phys.lowres import BlockMeanConditional
 from skild_phys.model import TrainedModel
-from skild_phys.process import per_sample_generators, randn, respaced_steps, reverse_chain
+from skild_phys.process import per_sample_generators, randn, respaced_steps
+from skild_phys.samplers import check_choice, choice_params, network_evaluations, placed_steps, sample_chain
 
 def sample_seeds(seed: int, indices) -> list[int]:
     """Per-sample 63-bit seeds derived from (seed, sample index) only."""
@@ -148,15 +149,18 @@ def marginal_start(model: TrainedModel, n0: int, clean_modes: Callable) -> Start
     return StartSpec(n0, state, source_index=lambda idx: np.asarray(idx, dtype=np.int64))
 
 
-def chain_steps_for(start: StartSpec, steps: int | None) -> list[int]:
-    """Reverse-chain steps from the start step down to 0: all of them, or K respaced ones."""
+def chain_steps_for(start: StartSpec, steps: int | None, spacing: str = "uniform", process=None) -> list[int]:
+    """Reverse-chain steps from the start step down to 0: all of them, or K placed ones
+    (uniform in n, uniform in log λ or ρ-spaced: `samplers.placed_steps`)."""
     if steps is not None and steps < 1:
         raise InputError("--steps must be at least 1")
-    return respaced_steps(start.n_start, steps or start.n_start)
+    if spacing == "uniform":
+        return respaced_steps(start.n_start, steps or start.n_start)
+    return placed_steps(process, start.n_start, steps or start.n_start, spacing)
 
 
 def final_samples(model: TrainedModel, start: StartSpec, indices, chain_steps: list[int], seed: int = 0,
-                  batch: int = 16, variance: str = "posterior"):
+                  batch: int = 16, variance: str = "posterior", sampler: str = "ancestral", eta: float = 0.0):
     """Yield (indices, seeds, x) batch by batch: the reverse chain's final samples x (B, C, H, W) in pixels, float64.
 
     Sample i uses only the seed derived from (seed, i), so x does not depend on `batch`.
@@ -168,22 +172,25 @@ def final_samples(model: TrainedModel, start: StartSpec, indices, chain_steps: l
         gens = per_sample_generators(seeds)
         with torch.no_grad():
             cond = None if start.cond is None else start.cond(idx)
-            X = reverse_chain(model.process, lambda x, n: model.eps_hat(x, n, cond), start.state(idx, gens),
-                              chain_steps, gens, variance=variance)
+            X = sample_chain(model.process, lambda x, n: model.eps_hat(x, n, cond), start.state(idx, gens),
+                             chain_steps, gens, sampler=sampler, eta=eta, variance=variance)
             x = model.process.basis.inverse(X)
         yield idx, seeds, x
 
 
 def run_sampler(out, model: TrainedModel, start: StartSpec, n_samples: int, attrs: dict, steps: int | None,
                 seed: int = 0, batch: int = 16, keep_field: bool = False, variance: str = "posterior",
-                overwrite: bool = False, progress: bool = True, log=print) -> dict:
+                overwrite: bool = False, progress: bool = True, log=print, sampler: str = "ancestral",
+                eta: float = 0.0, spacing: str = "uniform") -> dict:
     """Run the reverse chain for samples 0..n_samples-1 into the store `out` (resumable)."""
     if n_samples < 1 or batch < 1:
         raise InputError("--samples and --batch must be at least 1")
-    chain_steps = chain_steps_for(start, steps)
+    check_choice(sampler, eta, spacing)
+    chain_steps = chain_steps_for(start, steps, spacing, model.process)
     params = {"checkpoint": model.digest, "n_samples": n_samples, "seed": seed, "start_step": chain_steps[0],
               "reverse_steps": len(chain_steps) - 1, "variance": variance, "keep_field": keep_field,
-              **{k: attrs[k] for k in ("source", "factor", "mode", "input") if k in attrs}}
+              **{k: attrs[k] for k in ("source", "factor", "mode", "input") if k in attrs},
+              **choice_params(sampler, eta, spacing)}
     params = json.loads(json.dumps(params))
     inputs = (attrs.get("source"), attrs.get("checkpoint"))
     outputs.check_not_input(out, inputs)
@@ -206,6 +213,7 @@ def run_sampler(out, model: TrainedModel, start: StartSpec, n_samples: int, attr
                 "boundary": "periodic" if model.config["net"]["periodic"] else "open",
                 "checkpoint_digest": model.digest, "start_step": chain_steps[0], "reverse_steps": len(chain_steps) - 1,
                 "variance": variance, "seed": seed, "params": params, "skild_phys_version": __version__,
+                "sampler": sampler, "network_evaluations": network_evaluations(sampler, len(chain_steps) - 1),
                 "complete": False, **attrs}
         store.create_sample_store(out, n_samples, H, W, full, field=keep_field)
     else:
@@ -214,7 +222,7 @@ def run_sampler(out, model: TrainedModel, start: StartSpec, n_samples: int, attr
     bar = tqdm(total=n_samples, initial=done, unit="sample", disable=not progress, dynamic_ncols=True)
     with bar:
         for idx, seeds, x in final_samples(model, start, np.arange(done, n_samples), chain_steps, seed, batch,
-                                           variance):
+                                           variance, sampler, eta):
             x = x[:, 0].cpu().numpy()
             spins = np.where(x >= 0, 1, -1).astype(np.int8)
             arrays = {"spins": spins, "energy": energy_per_spin(spins), "magnetization": spins.mean(axis=(1, 2)),

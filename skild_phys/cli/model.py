@@ -10,6 +10,17 @@ _device = click.option("--device", default="auto", help="torch device: auto (CUD
 _threads = click.option("--threads", type=int, default=None, help="CPU threads for torch [default: torch's choice].")
 
 
+def _sampler_options(command):
+    """--sampler, --eta and --spacing: which chain runs the K steps and where they go."""
+    command = click.option("--spacing", default="uniform", type=click.Choice(["uniform", "log-lambda", "rho"]),
+                           help="Step placement: uniform in n, uniform in log λ, or EDM's ρ = 7 spacing of √λ.")(command)
+    command = click.option("--eta", type=FINITE, default=0.0,
+                           help="ddim: 0 deterministic (the ODE's Euler step) ... 1 ancestral in law.")(command)
+    return click.option("--sampler", default="ancestral", type=click.Choice(["ancestral", "ddim", "heun"]),
+                        help="ancestral: the DDPM chain; ddim: the η family; heun: the probability-flow ODE, "
+                             "second order (2K-1 network evaluations).")(command)
+
+
 def _set_threads(threads):
     import torch
 
@@ -177,12 +188,14 @@ def _train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, 
 @click.option("--batch", type=int, default=16, help="Samples per batch (results do not depend on it).")
 @click.option("--variance", default="posterior", type=click.Choice(["posterior", "forward"]), help="Reverse-step noise.")
 @click.option("--keep-field", is_flag=True, help="Also store the raw continuous field.")
+@_sampler_options
 @click.option("--overwrite", is_flag=True, help="Replace samples skild-phys wrote at --out (never other data).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_device
 @_threads
 @writes("out")
-def generate(run, samples, out, steps, seed, batch, variance, keep_field, overwrite, quiet, device, threads):
+def generate(run, samples, out, steps, seed, batch, variance, keep_field, sampler, eta, spacing, overwrite, quiet,
+             device, threads):
     """Generate configurations from noise (reverse chain from n = N)."""
     from skild_phys.errors import InputError
     from skild_phys.methods import load_trained
@@ -203,7 +216,7 @@ def generate(run, samples, out, steps, seed, batch, variance, keep_field, overwr
     attrs = {"mode": "generate", "source": None, "checkpoint": str(run)}
     run_sampler(out, model, start, samples, attrs, steps, seed=seed, batch=batch,
                 keep_field=keep_field, variance=variance, overwrite=overwrite, progress=not quiet,
-                log=lambda m: click.echo(m, err=True))
+                log=lambda m: click.echo(m, err=True), sampler=sampler, eta=eta, spacing=spacing)
     click.echo(f"wrote {samples} generated configurations to {out}")
 
 
@@ -231,13 +244,14 @@ def generate(run, samples, out, steps, seed, batch, variance, keep_field, overwr
 @click.option("--batch", type=int, default=16, help="Samples per batch (results do not depend on it).")
 @click.option("--variance", default="posterior", type=click.Choice(["posterior", "forward"]), help="Reverse-step noise.")
 @click.option("--keep-field", is_flag=True, help="Also store the raw continuous field.")
+@_sampler_options
 @click.option("--overwrite", is_flag=True, help="Replace samples skild-phys wrote at --out (never other data).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_device
 @_threads
 @writes("out")
 def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, steps, seed, batch, variance, keep_field,
-             overwrite, quiet, device, threads):
+             sampler, eta, spacing, overwrite, quiet, device, threads):
     """Super-resolve configurations by the reverse chain from n0, where r(n0) = H / factor."""
     from skild_phys.data import LatticeStore
     from skild_phys.errors import InputError
@@ -267,7 +281,8 @@ def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, steps, se
     from skild_phys.sample import run_sampler
 
     run_sampler(out, model, start, n, attrs, steps, seed=seed, batch=batch, keep_field=keep_field, variance=variance,
-                overwrite=overwrite, progress=not quiet, log=lambda m: click.echo(m, err=True))
+                overwrite=overwrite, progress=not quiet, log=lambda m: click.echo(m, err=True), sampler=sampler,
+                eta=eta, spacing=spacing)
     click.echo(f"wrote {n} super-resolved configurations (x{factor:g}, from step {start.n_start}) to {out}")
 
 

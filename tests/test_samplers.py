@@ -1,0 +1,156 @@
+"""Few-step samplers (skild_phys.samplers) on closed forms: Gaussian data with the oracle denoiser.
+
+For data X_0 ~ N(0, S0) the exact denoiser is linear per mode, so a deterministic sampler
+maps the start state's per-mode standard deviation √S0 (the forward marginal of such data
+has variance S0 at every step) to the output's: running it on X_start = √S0 gives the
+per-mode gain exactly, with no sampling error.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from click.testing import CliRunner
+
+from skild_phys.basis import Basis
+from skild_phys.cli import main
+from skild_phys.model import auto_schedule
+from skild_phys.process import Process, gaussian_denoiser, per_sample_generators, randn, reverse_chain
+from skild_phys.samplers import (ddim_chain, heun_chain, heun_ode, network_evaluations, placed_steps,
+                                 sample_chain)
+from skild_phys.transfer import axis_wavenumbers
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+H = 16
+
+
+@pytest.fixture(scope="module")
+def process():
+    qy, qx = np.meshgrid(axis_wavenumbers("fourier", H), axis_wavenumbers("fourier", H), indexing="ij")
+    S0 = torch.as_tensor((qy**2 + qx**2 + 1e-4) ** (-0.875))
+    return Process(Basis.fourier(H), auto_schedule(H, 4), S0)
+
+
+def _gain2(process, chain) -> np.ndarray:
+    """Output variance / S0 per mode of a deterministic chain on Gaussian data."""
+    x = torch.sqrt(process.S0)[None, None]
+    return (chain(x)[0, 0] ** 2 / process.S0).numpy()
+
+
+def test_ddim_eta1_is_the_ancestral_chain(process):
+    eps = gaussian_denoiser(process)
+    n0 = process.schedule.start_step(H / 4)
+    steps = placed_steps(process, n0, 12)
+    X = torch.sqrt(process.S0) * randn((3, 1, H, H), per_sample_generators([1, 2, 3]))
+    a = reverse_chain(process, eps, X, steps, per_sample_generators([7, 8, 9]))
+    b = ddim_chain(process, eps, X, steps, per_sample_generators([7, 8, 9]), eta=1.0)
+    np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("K", [5, 20, 100])
+def test_ddim_eta0_matches_its_closed_form(process, K):
+    """Gaussian oracle: each DDIM step multiplies the whitened state by √(ᾱ_m ᾱ_n) + √((1−ᾱ_m)(1−ᾱ_n))."""
+    n0 = process.schedule.start_step(H / 4)
+    steps = placed_steps(process, n0, K)
+    gain = torch.ones(H, H, dtype=torch.float64)
+    for n, m in zip(steps[:-1], steps[1:]):
+        a_n, a_m = process.alpha_bar(n), process.alpha_bar(m)
+        gain = gain * (torch.sqrt(a_n * a_m) + torch.sqrt((1 - a_n) * (1 - a_m)))
+    measured = _gain2(process, lambda x: ddim_chain(process, gaussian_denoiser(process), x, steps))
+    np.testing.assert_allclose(measured, (gain**2).numpy(), rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("start", ["superres", "generate"])
+@pytest.mark.parametrize("K", [25, 50, 100])
+def test_heun_reproduces_S0_in_every_mode(process, start, K):
+    """Stated tolerance: with log-λ spacing and K ≥ 25 steps every mode keeps S0 within 3.5 %
+    (the last, first-order step into n = 0 loses ᾱ_1 of the finest modes)."""
+    n_start = process.schedule.start_step(H / 4) if start == "superres" else process.N
+    steps = placed_steps(process, n_start, K, "log-lambda")
+    ratio = _gain2(process, lambda x: heun_chain(process, gaussian_denoiser(process), x, steps))
+    assert ratio.min() > 0.965 and ratio.max() < 1.005, (ratio.min(), ratio.max())
+    # the deterministic first-order chain at the same steps loses more, and more with fewer steps
+    euler = _gain2(process, lambda x: ddim_chain(process, gaussian_denoiser(process), x, steps))
+    assert euler.min() < ratio.min()
+
+
+def test_ancestral_forward_variance_is_exact_at_any_step_count(process):
+    n0 = process.schedule.start_step(H / 4)
+    B = 400
+    gens = per_sample_generators(range(B))
+    X = torch.sqrt(process.S0) * randn((B, 1, H, H), gens)
+    out = reverse_chain(process, gaussian_denoiser(process), X, placed_steps(process, n0, 4), gens, variance="forward")
+    ratio = ((out[:, 0] ** 2).mean(0) / process.S0).numpy()
+    # per mode: a chi-square mean of B terms, relative error sqrt(2/B) = 0.07; over all 256 modes
+    assert abs(ratio.mean() - 1) < 4 * math.sqrt(2 / (B * H * H))
+    assert np.abs(ratio - 1).max() < 5 * math.sqrt(2 / B)
+
+
+def test_the_ode_is_reversible(process):
+    # with the S0 oracle itself the flow is stationary (Var = S0 at every step); the oracle of
+    # Gaussian data with twice that spectrum, E[ε | Y] = √(1−ᾱ) Y / (2ᾱ + 1 − ᾱ) (Y = X/√S0),
+    # makes the ODE move the state
+    def eps(x, n):
+        ab = process.alpha_bar(n)
+        X = process.basis.forward(x)
+        return process.basis.inverse(torch.sqrt(1 - ab) / (2 * ab + 1 - ab) * X / torch.sqrt(process.S0))
+
+    n0 = process.schedule.start_step(H / 4)
+    X = torch.sqrt(process.S0) * randn((4, 1, H, H), per_sample_generators(range(4)))
+    down = [s for s in placed_steps(process, n0, 50, "log-lambda") if s >= 5]
+    down = down + ([5] if down[-1] != 5 else [])
+    latent = heun_ode(process, eps, X, down[::-1])  # encode: n = 5 -> n0
+    back = heun_ode(process, eps, latent, down)  # decode: n0 -> 5
+    assert float((back - X).abs().max() / X.abs().max()) < 1e-4
+    assert float((latent - X).abs().max() / X.abs().max()) > 0.01  # the latent is not the input
+
+
+@pytest.mark.parametrize("sampler,eta", [("ddim", 0.0), ("ddim", 0.5), ("heun", 0.0), ("ancestral", 0.0)])
+def test_results_do_not_depend_on_the_batch(process, sampler, eta):
+    eps = gaussian_denoiser(process)
+    steps = placed_steps(process, process.schedule.start_step(H / 4), 8, "rho")
+    X = torch.sqrt(process.S0) * randn((4, 1, H, H), per_sample_generators(range(4)))
+    whole = sample_chain(process, eps, X, steps, per_sample_generators([5, 6, 7, 8]), sampler=sampler, eta=eta)
+    parts = [sample_chain(process, eps, X[i:i + 2], steps, per_sample_generators([5 + i, 6 + i]), sampler=sampler,
+                          eta=eta) for i in (0, 2)]
+    np.testing.assert_allclose(torch.cat(parts).numpy(), whole.numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("spacing", ["uniform", "log-lambda", "rho"])
+def test_step_placements(process, spacing):
+    n0 = process.schedule.start_step(H / 4)
+    for K in (1, 3, 10, 50, 10 ** 4):
+        steps = placed_steps(process, n0, K, spacing)
+        assert steps[0] == n0 and steps[-1] == 0 and len(steps) - 1 <= min(K, n0)
+        assert all(a > b for a, b in zip(steps, steps[1:]))
+    if spacing == "log-lambda":
+        steps = placed_steps(process, n0, 20, spacing)
+        lam = process.lam.numpy()[steps[:-1]]
+        gaps = np.abs(np.diff(np.log(lam)))
+        assert 0.5 < gaps.min() / np.median(gaps) and gaps.max() / np.median(gaps) < 1.5  # integer rounding
+
+
+def test_network_evaluations():
+    assert network_evaluations("heun", 10) == 19 and network_evaluations("ddim", 10) == 10
+
+
+def test_cli_samplers(tmp_path, make_store):
+    data = make_store("samplers16", L=16, n_samples=64, chains=2, seed=5)
+    run = tmp_path / "run"
+    r = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(run), "--net", "tiny", "--steps", "4",
+                                  "--batch", "4", "--quiet", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "heun.zarr"
+    r = CliRunner().invoke(main, ["superres", "--checkpoint", str(run), "--data", str(data), "--factor", "4",
+                                  "--samples", "3", "--steps", "5", "--sampler", "heun", "--spacing", "log-lambda",
+                                  "--out", str(out), "--quiet", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    attrs = xr.open_zarr(out).attrs
+    assert attrs["sampler"] == "heun" and attrs["network_evaluations"] == 2 * attrs["reverse_steps"] - 1
+    assert attrs["params"]["spacing"] == "log-lambda"
+    r = CliRunner().invoke(main, ["superres", "--checkpoint", str(run), "--data", str(data), "--factor", "4",
+                                  "--sampler", "heun", "--eta", "0.5", "--out", str(tmp_path / "x.zarr")])
+    assert r.exit_code == 2 and "--eta belongs to --sampler ddim" in r.output
