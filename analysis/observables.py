@@ -127,7 +127,7 @@ def block_edges(n: int, chains: int, tau_samples: float, max_blocks: int = MAX_B
     rounds = -(-n // chains)
     n_blocks = min(n_blocks_for(rounds, int(math.ceil(2 * tau_samples)), max_blocks), rounds)
     if n_blocks < 2:
-        raise ValueError(f"need at least {2 * chains} samples ({chains} chains) for jackknife error bars, got {n}")
+        raise InputError(f"need at least {2 * chains} samples ({chains} chains) for jackknife error bars, got {n}")
     return np.minimum(np.linspace(0, rounds, n_blocks + 1).astype(np.int64) * chains, n)
 
 

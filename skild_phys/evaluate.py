@@ -167,6 +167,10 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
         raise InputError(f"{truth} holds no spins; the truth must be a spin store from `simulate`")
     if settings.samples > len(truth_set):
         raise InputError(f"--samples {settings.samples} exceeds the {len(truth_set)} configurations of {truth}")
+    chains = int(truth_set.attrs.get("chains", 1))
+    if settings.samples < 2 * chains:  # paired errors need two blocks of whole rounds of the truth's chains
+        raise InputError(f"--samples {settings.samples} is too few for error bars: {truth} has {chains} chains, "
+                         f"so at least {2 * chains} configurations are needed")
     factor = float(settings.factor or model.config["factor"])
     model = at_data_size(model, truth_set, factor, lowres=False)  # a larger truth: the model in lattice units
     H = model.config["H"]
