@@ -61,13 +61,16 @@ class EvalSettings:
     sampler: str = "ancestral"  # skild_phys.samplers: ancestral, ddim (with eta) or heun
     eta: float = 0.0
     spacing: str = "uniform"  # step placement: uniform in n, log-lambda or rho
+    precision: str = "fp32"  # network arithmetic (skild_phys.model.accelerate)
+    compile: bool = False
 
     def params(self) -> dict:
         """The settings an evaluation records (the sampler's only where not the default)."""
         d = asdict(self)
-        for key in ("sampler", "eta", "spacing"):
+        for key in ("sampler", "eta", "spacing", "precision", "compile"):
             d.pop(key)
-        return {**d, **choice_params(self.sampler, self.eta, self.spacing)}
+        extra = {"precision": self.precision} if self.precision != "fp32" else {}
+        return {**d, **choice_params(self.sampler, self.eta, self.spacing), **extra}
 
     def validate(self) -> None:
         """Raise InputError for settings no evaluation can use."""
@@ -159,7 +162,7 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
 
     settings.validate()
     out = Path(out)
-    model = load_trained(run, device)
+    model = load_trained(run, device, settings.precision, settings.compile)
     if model.config.get("data_kind") == "image":
         raise InputError("evaluate measures lattice models; for image checkpoints use `superres` and `metrics`")
     truth_set = LatticeStore(truth)

@@ -50,10 +50,10 @@ def get_method(name: str) -> Method:
     return _METHODS[name]()
 
 
-def load_trained(run, device: str = "auto"):
-    """Load a checkpoint with the method it was trained with."""
+def load_trained(run, device: str = "auto", precision: str = "fp32", compile: bool = False):
+    """Load a checkpoint with the method it was trained with (network precision: `model.accelerate`)."""
     name = checkpoint.load_use(run)["config"].get("model", "skild")
-    return get_method(name).load(run, device)
+    return get_method(name).load(run, device, precision, compile)
 
 
 def superres_start_for(model, dataset, factor: float, lowres: bool, lowres_start: str = "conditional"):

@@ -25,12 +25,14 @@ from tqdm.auto import tqdm
 
 from skild_phys import __version__, checkpoint, ddp, outputs
 from skild_phys.errors import InputError
-from skild_phys.model import (block_mean_scale, build_network, build_process, estimate_spectrum, network_denoiser,
-                              resolve_schedule)
+from skild_phys.model import (PRECISIONS, accelerate, block_mean_scale, build_network, build_process,
+                              estimate_spectrum, network_denoiser, resolve_schedule)
 from skild_phys.unet import CONFIGS, build_unet
 
 # Settings that may change between a run and its resumption (the rest must match).
-RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "device", "val_data", "val_samples", "val_every")
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "device", "val_data", "val_samples", "val_every",
+                     "compile")
+ADDED_SETTINGS = ("precision", "compile")  # TrainSettings fields newer than some runs: their defaults apply
 LR_DECAYS = ("none", "cosine")
 N_SAMPLINGS = ("uniform", "sr")
 SR_SHARE = 0.75  # n_sampling "sr": share of the loss's steps drawn from the super-resolution range
@@ -57,6 +59,8 @@ class TrainSettings:
     val_data: str | None = None  # held-out store for the validation loss
     val_samples: int = 32
     val_every: int = 500
+    precision: str = "fp32"  # network precision: fp32, bf16 (autocast) or tf32 (CUDA matmuls)
+    compile: bool = False  # torch.compile the network
 
     def validate(self) -> None:
         """Raise InputError for settings no run can use."""
@@ -74,6 +78,8 @@ class TrainSettings:
             raise InputError(f"--n-sampling must be one of {', '.join(N_SAMPLINGS)}, got {self.n_sampling!r}")
         if self.val_samples < 1 or self.val_every < 1:
             raise InputError("--val-samples and --val-every must be at least 1")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def lr_factor(self, step: int) -> float:
         """Learning-rate multiplier after `step` optimiser steps: linear warm-up, then constant or cosine."""
@@ -146,7 +152,9 @@ def _check_resumable(old: dict, new: dict) -> None:
     """Refuse to resume a run under a different configuration (except the RESUMABLE_CHANGES)."""
     a = {k: v for k, v in old.items() if k != "train"}
     b = {k: v for k, v in new.items() if k != "train"}
-    ta = {k: v for k, v in old["train"].items() if k not in RESUMABLE_CHANGES}
+    defaults = asdict(TrainSettings())
+    older = {k: defaults[k] for k in ADDED_SETTINGS}  # settings a run from before they existed ran with
+    ta = {k: v for k, v in {**older, **old["train"]}.items() if k not in RESUMABLE_CHANGES}
     tb = {k: v for k, v in new["train"].items() if k not in RESUMABLE_CHANGES}
     if a != b or ta != tb:
         changed = sorted({k for k in set(a) | set(b) if a.get(k) != b.get(k)}
@@ -225,7 +233,7 @@ def train(run, dataset, config: dict, S0, resume: bool = False, progress: bool =
     objective = objective or (lambda net_, proc, x0, g, n=None: proc.loss(network_denoiser(net_, proc, param), x0, g, n))
     validate = validation(dataset, process, objective, settings, device) if ranks.main else None
     n_sr = sr_range(config, process)
-    model = ddp.wrap(net, ranks)
+    model = accelerate(ddp.wrap(net, ranks), device, settings.precision, settings.compile)
     if ranks.main:
         checkpoint.write_json(config, run / checkpoint.CONFIG_FILE)
 

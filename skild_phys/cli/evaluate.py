@@ -6,7 +6,7 @@ import click
 
 from skild_phys.cli.common import FINITE, writes
 
-from skild_phys.cli.model import _device, _sampler_options, _set_threads, _threads
+from skild_phys.cli.model import _device, _sampler_options, _set_threads, _speed_options, _threads
 
 
 @click.command()
@@ -38,13 +38,15 @@ from skild_phys.cli.model import _device, _sampler_options, _set_threads, _threa
               help="Basis of the spectrum ratio (fourier: the torus structure factor).")
 @click.option("--keep-field", is_flag=True, help="Also store each chain's continuous field (before the sign).")
 @_sampler_options
+@_speed_options
 @click.option("--overwrite", is_flag=True, help="Replace an evaluation with other settings in --out (never other data).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_device
 @_threads
 @writes("out")
 def evaluate(run, truth, out, samples, gen_samples, steps, factor, protocols, baselines, lowres_rule, lowres_start, seed,
-             batch, variance, spectrum_basis, keep_field, sampler, eta, spacing, overwrite, quiet, device, threads):
+             batch, variance, spectrum_basis, keep_field, sampler, eta, spacing, precision, compile_net, overwrite, quiet,
+             device, threads):
     """Fidelity of a checkpoint: super-resolution (both protocols) and generation against the truth.
 
     Prints and writes OUT/fidelity.md (and fidelity.nc, fidelity.png): paired kappa4 excess per patch size, paired <e>, <|m|>, U4
@@ -63,7 +65,7 @@ def evaluate(run, truth, out, samples, gen_samples, steps, factor, protocols, ba
                             factor=factor, protocols=tuple(protocols or PROTOCOLS), baselines=chosen,
                             lowres_rule=lowres_rule, lowres_start=lowres_start, variance=variance,
                             spectrum_basis=spectrum_basis, keep_field=keep_field, sampler=sampler, eta=eta,
-                            spacing=spacing)
+                            spacing=spacing, precision=precision, compile=compile_net)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BlockingWarning)  # model stores: independent samples by construction
         ds = run_evaluation(run, truth, out, settings, device=device, overwrite=overwrite, progress=not quiet,

@@ -10,6 +10,14 @@ _device = click.option("--device", default="auto", help="torch device: auto (CUD
 _threads = click.option("--threads", type=int, default=None, help="CPU threads for torch [default: torch's choice].")
 
 
+def _speed_options(command):
+    """--precision and --compile: how the network runs (the process's tables stay float64)."""
+    command = click.option("--compile", "compile_net", is_flag=True,
+                           help="torch.compile the network (GPU runs; the first steps pay for compilation).")(command)
+    return click.option("--precision", default="fp32", type=click.Choice(["fp32", "bf16", "tf32"]),
+                        help="Network arithmetic: fp32, bf16 autocast, or TF32 matmuls on CUDA.")(command)
+
+
 def _sampler_options(command):
     """--sampler, --eta and --spacing: which chain runs the K steps and where they go."""
     command = click.option("--spacing", default="uniform", type=click.Choice(["uniform", "log-lambda", "rho"]),
@@ -103,13 +111,14 @@ def _shape(channels, blocks, attention, mid_attention) -> dict:
 @click.option("--val-samples", type=int, default=32, help="Configurations of --val-data (and of the training set) "
                                                           "in the validation loss.")
 @click.option("--val-every", type=int, default=500, help="Steps between validation losses.")
+@_speed_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_device
 @_threads
 def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, size, steps, batch, lr, warmup,
           ema_decay, seed, no_augment, checkpoint_every, log_every, resume, overwrite, model_kind, parameterization,
-          lr_decay, n_sampling, channels, blocks, attention, mid_attention, val_data, val_samples, val_every, quiet,
-          device, threads):
+          lr_decay, n_sampling, channels, blocks, attention, mid_attention, val_data, val_samples, val_every,
+          precision, compile_net, quiet, device, threads):
     """Train a diffusion model (SKILD, or the SR3 baseline) on a configuration store or image set.
 
     Writes RUN/model.pt (EMA weights for sampling), RUN/resume.pt (full training state),
@@ -141,13 +150,13 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
         _train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, size, steps, batch, lr, warmup,
                ema_decay, seed, no_augment, checkpoint_every, log_every, resume, overwrite, model_kind,
                parameterization, lr_decay, n_sampling, channels, blocks, attention, mid_attention, val_data,
-               val_samples, val_every, quiet, device, inputs)
+               val_samples, val_every, quiet, device, inputs, precision, compile_net)
 
 
 def _train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, size, steps, batch, lr, warmup,
            ema_decay, seed, no_augment, checkpoint_every, log_every, resume, overwrite, model_kind, parameterization,
            lr_decay, n_sampling, channels, blocks, attention, mid_attention, val_data, val_samples, val_every, quiet,
-           device, inputs):
+           device, inputs, precision="fp32", compile_net=False):
     from skild_phys import ddp
     from skild_phys.data import open_dataset
     from skild_phys.methods import get_method
@@ -160,8 +169,8 @@ def _train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, 
     settings = TrainSettings(steps=steps, batch=batch, lr=lr, warmup=warmup, ema_decay=ema_decay, seed=seed,
                              augment=not no_augment, checkpoint_every=checkpoint_every,
                              log_every=log_every, device=device, lr_decay=lr_decay, n_sampling=n_sampling,
-                             val_data=val_data,
-                             val_samples=val_samples, val_every=val_every)
+                             val_data=val_data, val_samples=val_samples, val_every=val_every,
+                             precision=precision, compile=compile_net)
     settings.validate()
     shape = _shape(channels, blocks, attention, mid_attention)
     method = get_method(model_kind)
@@ -189,20 +198,21 @@ def _train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, 
 @click.option("--variance", default="posterior", type=click.Choice(["posterior", "forward"]), help="Reverse-step noise.")
 @click.option("--keep-field", is_flag=True, help="Also store the raw continuous field.")
 @_sampler_options
+@_speed_options
 @click.option("--overwrite", is_flag=True, help="Replace samples skild-phys wrote at --out (never other data).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_device
 @_threads
 @writes("out")
-def generate(run, samples, out, steps, seed, batch, variance, keep_field, sampler, eta, spacing, overwrite, quiet,
-             device, threads):
+def generate(run, samples, out, steps, seed, batch, variance, keep_field, sampler, eta, spacing, precision,
+             compile_net, overwrite, quiet, device, threads):
     """Generate configurations from noise (reverse chain from n = N)."""
     from skild_phys.errors import InputError
     from skild_phys.methods import load_trained
     from skild_phys.sample import generation_start, run_sampler
 
     _set_threads(threads)
-    model = load_trained(run, device)
+    model = load_trained(run, device, precision, compile_net)
     if model.config.get("data_kind") == "image":
         from skild_phys.image_sampling import generate_images
 
@@ -245,13 +255,14 @@ def generate(run, samples, out, steps, seed, batch, variance, keep_field, sample
 @click.option("--variance", default="posterior", type=click.Choice(["posterior", "forward"]), help="Reverse-step noise.")
 @click.option("--keep-field", is_flag=True, help="Also store the raw continuous field.")
 @_sampler_options
+@_speed_options
 @click.option("--overwrite", is_flag=True, help="Replace samples skild-phys wrote at --out (never other data).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_device
 @_threads
 @writes("out")
 def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, steps, seed, batch, variance, keep_field,
-             sampler, eta, spacing, overwrite, quiet, device, threads):
+             sampler, eta, spacing, precision, compile_net, overwrite, quiet, device, threads):
     """Super-resolve configurations by the reverse chain from n0, where r(n0) = H / factor."""
     from skild_phys.data import LatticeStore
     from skild_phys.errors import InputError
@@ -260,7 +271,7 @@ def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, steps, se
     if (hr is None) == (lr is None):
         raise InputError("give exactly one of --data (high-resolution store) or --lowres (coarse store)")
     _set_threads(threads)
-    model = load_trained(run, device)
+    model = load_trained(run, device, precision, compile_net)
     if model.config.get("data_kind") == "image":
         _superres_images(model, hr, lr, bicubic, factor, out, samples, steps, seed, batch, variance, overwrite, quiet)
         return
