@@ -41,13 +41,16 @@ ROWS = [
     ("heun-loglam-5", "heun", "log-lambda", 5),
     ("heun-rho-13", "heun", "rho", 13),
     ("heun-uniform-13", "heun", "uniform", 13),
+    # the real coarse input (block means alone) instead of the forward marginal
+    ("ancestral-100-lowres", "ancestral", "uniform", 100, "lowres"),
+    ("heun-loglam-13-lowres", "heun", "log-lambda", 13, "lowres"),
 ]
 SIZES = (1, 2, 4, 8, 12)
 
 
-def command(args, name, sampler, spacing, K) -> list[str]:
+def command(args, name, sampler, spacing, K, protocol="marginal") -> list[str]:
     cmd = ["skild-phys", "evaluate", "--checkpoint", args.checkpoint, "--truth", args.truth, "--samples",
-           str(args.samples), "--gen-samples", "0", "--protocol", "marginal", "--baseline", "none", "--seed", "1",
+           str(args.samples), "--gen-samples", "0", "--protocol", protocol, "--baseline", "none", "--seed", "1",
            "--sampler", sampler, "--spacing", spacing, "--out", str(OUT / name), "--quiet"]
     cmd += ["--steps", str(K if K is not None else 1000)]  # K capped at n0: the full chain
     return cmd
@@ -56,19 +59,20 @@ def command(args, name, sampler, spacing, K) -> list[str]:
 def table(args, rows) -> str:
     from skild_phys.evaluate import DATASET_FILE, summary
 
-    lines = [f"| row | sampler | spacing | K | NFE | wall s | paired κ4 excess % ℓ = {' / '.join(map(str, SIZES))} "
-             "| max \\|excess\\|/σ | Δ⟨e⟩ | ΔU4 |", "|---" * 10 + "|"]
+    lines = [f"| row | input | sampler | spacing | K | NFE | wall s | paired κ4 excess % ℓ = {' / '.join(map(str, SIZES))} "
+             "| max \\|excess\\|/σ | Δ⟨e⟩ | ΔU4 |", "|---" * 11 + "|"]
     cmds = []
-    for name, sampler, spacing, K in rows:
-        cmds.append(f"- `{name}`: `{shlex.join(command(args, name, sampler, spacing, K))}`")
+    for name, sampler, spacing, K, *rest in rows:
+        protocol = rest[0] if rest else "marginal"
+        cmds.append(f"- `{name}`: `{shlex.join(command(args, name, sampler, spacing, K, protocol))}`")
         nc = OUT / name / DATASET_FILE
         if not nc.is_file():
-            lines.append(f"| {name} | {sampler} | {spacing} | {K or 'all'} | not run |" + " |" * 5)
+            lines.append(f"| {name} | {protocol} | {sampler} | {spacing} | {K or 'all'} | not run |" + " |" * 5)
             continue
-        s = summary(xr.load_dataset(nc))["marginal"]
+        s = summary(xr.load_dataset(nc))[protocol]
         ex = s["kappa4_excess"]
         worst = max(abs(v) / e for v, e in ex.values())
-        lines.append(f"| {name} | {sampler} | {spacing} | {K or 'all'} | {s['nfe']} | {s['wall_s']:.0f} | "
+        lines.append(f"| {name} | {protocol} | {sampler} | {spacing} | {K or 'all'} | {s['nfe']} | {s['wall_s']:.0f} | "
                      + " / ".join(f"{100 * ex[l][0]:+.1f}" for l in SIZES if l in ex)
                      + f" (±{100 * max(e for _, e in ex.values()):.1f}) | {worst:.1f} | "
                      f"{s['d_e'][0]:+.4f} ± {s['d_e'][1]:.4f} | {s['d_binder'][0]:+.4f} ± {s['d_binder'][1]:.4f} |")
@@ -96,8 +100,8 @@ def main() -> None:
         raise SystemExit(f"unknown rows {', '.join(unknown)}; choose from {', '.join(by_name)}")
     rows = [by_name[n] for n in names]  # run in the order given
     if not args.table_only:
-        for name, sampler, spacing, K in rows:
-            cmd = command(args, name, sampler, spacing, K) + (["--threads", str(args.threads)] if args.threads else [])
+        for name, sampler, spacing, K, *rest in rows:
+            cmd = command(args, name, sampler, spacing, K, *rest) + (["--threads", str(args.threads)] if args.threads else [])
             print("$ " + shlex.join(cmd), flush=True)
             result = subprocess.run([sys.executable, "-m", "skild_phys"] + cmd[1:])
             if result.returncode != 0:
