@@ -109,7 +109,6 @@ def prepare_path(path: str | os.PathLike, overwrite: bool, kind: str, inputs=())
     skild-phys output of another kind, an existing store without overwrite, and a location
     that cannot be written (`outputs.claim`).
     """
-    outputs.check_not_input(path, inputs)
     if is_url(path):
         _prepare_url(str(path), overwrite, kind)
         return
@@ -251,7 +250,7 @@ def verify(path, attrs: dict | None = None) -> None:
     n = main.shape[0]
     if n == 0:
         raise InputError(f"store {path} holds no samples")
-    checksummed = has_checksums(path)
+    checksummed = _checksummed(main)
     required = arrays if checksummed else {k: v for k, v in arrays.items()
                                            if k in ("spins", "field", "energy", "magnetization")}
     for name, arr in required.items():
@@ -291,11 +290,15 @@ def verify(path, attrs: dict | None = None) -> None:
                                          f"is not the one its spins give")
 
 
+def _checksummed(arr: zarr.Array) -> bool:
+    return any(isinstance(c, Crc32cCodec) for c in arr.compressors)
+
+
 def has_checksums(path) -> bool:
     """Whether the store's chunks carry CRC-32C checksums (stores written since checksums exist)."""
     arrays = dict(open_group(path, mode="r").arrays())
     main = arrays.get("spins", arrays.get("field"))
-    return main is not None and any(isinstance(c, Crc32cCodec) for c in main.compressors)
+    return main is not None and _checksummed(main)
 
 
 def _signature(path):
