@@ -38,3 +38,19 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_run16(make_store, tmp_path_factory):
+    """(run directory, its training store): a tiny SKILD network trained 20 steps on a small L = 16
+    store, made once for the tests that need any real checkpoint (they copy it before damaging it)."""
+    from click.testing import CliRunner
+
+    from skild_phys.cli import main
+
+    data = make_store("tiny_run16", L=16, n_samples=64, chains=2, seed=5)
+    run = tmp_path_factory.mktemp("tiny_run16") / "run"
+    r = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(run), "--net", "tiny", "--steps", "20",
+                                  "--batch", "8", "--quiet", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    return run, data

@@ -58,14 +58,9 @@ def _chunk_files(path: Path, array: str) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def run16(tmp_path_factory, make_store):
-    """A tiny trained run (20 steps), enough for the commands that read a checkpoint."""
-    data = make_store("integrity16", L=16, n_samples=64, chains=2, seed=5)
-    run = tmp_path_factory.mktemp("integrity") / "run"
-    r = _cli("train", "--data", data, "--out", run, "--net", "tiny", "--steps", 4, "--batch", 4,
-             "--checkpoint-every", 4, "--log-every", 2, "--quiet", "--device", "cpu")
-    assert r.exit_code == 0, r.output
-    return run
+def run16(tiny_run16):
+    """A tiny trained run, enough for the commands that read a checkpoint."""
+    return tiny_run16[0]
 
 
 # ---- 1. inputs are checked when opened ---------------------------------------------------- #
@@ -353,8 +348,8 @@ def test_lock_of_a_killed_writer_is_released_and_the_run_resumes(tmp_path):
     store.verify(out)
 
 
-def test_second_train_in_one_directory_is_refused(tmp_path, make_store):
-    data = make_store("integrity16", L=16, n_samples=64, chains=2, seed=5)
+def test_second_train_in_one_directory_is_refused(tmp_path, tiny_run16):
+    data = tiny_run16[1]
     run = tmp_path / "run"
     with outputs.lock(run):  # another process's lock: flock excludes every other open file description
         msg = _one_line_error(_cli("train", "--data", data, "--out", run, "--net", "tiny", "--steps", 1, "--quiet",

@@ -17,13 +17,8 @@ BF16_REL_TOL = 0.05
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, make_store):
-    data = make_store("precision16", L=16, n_samples=64, chains=2, seed=5)
-    out = tmp_path_factory.mktemp("precision") / "run"
-    r = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(out), "--net", "tiny", "--steps", "20",
-                                  "--batch", "8", "--quiet", "--device", "cpu"])
-    assert r.exit_code == 0, r.output
-    return out, data
+def run(tiny_run16):
+    return tiny_run16
 
 
 def test_autocast_network_is_close_to_fp32(run):

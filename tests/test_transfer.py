@@ -108,13 +108,9 @@ def test_oracle_chain_gives_the_same_statistics_at_the_training_size_and_four_ti
     np.testing.assert_allclose(results[64], results[16], atol=0.08)
 
 
-def test_cli_superres_on_a_larger_lattice(tmp_path, make_store):
-    data16 = make_store("transfer16", L=16, n_samples=64, chains=2, seed=5)
+def test_cli_superres_on_a_larger_lattice(tmp_path, make_store, tiny_run16):
+    run = tiny_run16[0]
     data32 = make_store("transfer32", L=32, n_samples=8, chains=2, seed=6)
-    run = tmp_path / "run"
-    r = CliRunner().invoke(main, ["train", "--data", str(data16), "--out", str(run), "--net", "tiny", "--steps", "4",
-                                  "--batch", "4", "--quiet", "--device", "cpu"])
-    assert r.exit_code == 0, r.output
     out = tmp_path / "sr32.zarr"
     r = CliRunner().invoke(main, ["superres", "--checkpoint", str(run), "--data", str(data32), "--factor", "4",
                                   "--out", str(out), "--steps", "5", "--quiet", "--device", "cpu"])
