@@ -12,24 +12,21 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 from numba import njit
-from tqdm.auto import tqdm
 
-from analysis import spectrum
-from analysis.correlation import G_from_means, pair_means
-from analysis.cumulants import check_sizes, corner_means, expand_corner_means, kappa4_from_means
-from analysis.moments import MOMENT_ATTRS, MOMENT_NAMES, energy_magnetization, moment_estimates, moment_primitives
+from analysis import registry, spectrum
+from analysis.correlation import pair_means
+from analysis.cumulants import corner_means
+from analysis.moments import MOMENT_NAMES, energy_magnetization, moment_primitives
 from analysis.profile import seam_profile
-from analysis.scaling import power_law_exponent
 from analysis.stats import jackknife, n_blocks_for, tau_int
-from skild_phys import __version__, outputs
-from skild_phys.errors import InputError
+from skild_base import __version__, outputs
+from skild_base.errors import InputError
 
 MAX_BLOCKS = 50
 READ_BYTES = 16 * 2**20  # raw bytes of configurations per read
@@ -64,24 +61,14 @@ class Source:
         return int(self.configs.shape[0])
 
 
-def open_source(obj, label: str | None = None, project: str = "sign") -> Source:
-    """A store path, xarray Dataset or DataArray (sample, y, x) as a validated Source.
+def as_source(ds: xr.Dataset, path: str, label: str | None = None, project: str = "sign") -> Source:
+    """A Dataset holding `spins` or `field` (sample, y, x) as a validated Source.
 
     project="sign" maps values to +-1 (x >= 0 -> +1) and reads `spins` when present;
     project="none" keeps the values and reads a continuous `field` when present.
     """
-    from ising.store import open_store
-
     if project not in PROJECTIONS:
         raise InputError(f"projection must be one of {', '.join(PROJECTIONS)}, got {project!r}")
-    if isinstance(obj, xr.DataArray):
-        name = str(obj.name) if obj.name is not None else "spins"
-        ds, path = obj.to_dataset(name=name), "<memory>"
-    elif isinstance(obj, xr.Dataset):
-        ds, path = obj, str(obj.encoding.get("source", "<memory>"))
-    else:
-        path = str(obj)
-        ds = open_store(path)
     order = ("spins", "field") if project == "sign" else ("field", "spins")
     variable = next((v for v in order if v in ds.data_vars), None)
     if variable is None:
@@ -144,16 +131,14 @@ def spectrum_basis(name: str, L: int):
     """(transform of a batch (n, L, L) to mode coefficients, |k| per mode) of the SKILD basis `name`.
 
     "dct": orthonormal DCT-II, k = pi sqrt(u^2 + v^2) (the SKILD default).  "fourier": the
-    real periodic Fourier basis of skild_phys.basis, k = 2 pi sqrt(m^2 + n^2); on a torus its
+    real periodic Fourier basis (analysis.spectrum.fourier_matrix), k = 2 pi sqrt(m^2 + n^2); on a torus its
     mode variances are the structure factor.
     """
     if name == "dct":
         return spectrum.dct2, spectrum.wavenumber_grid(L, L)
     if name == "fourier":
-        from skild_phys.basis import fourier_frequency, fourier_matrix
-
-        A = fourier_matrix(L)
-        m = fourier_frequency(L).astype(np.float64)
+        A = spectrum.fourier_matrix(L)
+        m = spectrum.fourier_frequency(L).astype(np.float64)
 
         def transform(x):
             # A x A^T as two flat GEMMs on transposed rows; numpy's broadcast A @ x is far slower
@@ -240,60 +225,21 @@ def reduce_source(src: Source, sizes: np.ndarray, edges: np.ndarray, basis: str 
     return acc
 
 
-def _kappa4(mean: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """kappa4 per size from the mean corner primitives (10 per size)."""
-    return kappa4_from_means(expand_corner_means(mean.reshape(sizes.size, 10)))
-
-
-def _kappa4_estimates(mean: np.ndarray, sizes: np.ndarray, L: int, window) -> np.ndarray:
-    """kappa4 per size, then its plain log-log slope and its exponent with the torus corrections."""
-    k4 = _kappa4(mean, sizes)
-    slope = power_law_exponent(sizes, k4, window)[0]
-    exponent = power_law_exponent(sizes, k4, window, corrections=(lambda l: l / L, lambda l: (l / L) ** 2))[0]
-    return np.concatenate([k4, [slope, exponent]])
-
-
-def radial_variance(mean: np.ndarray, k_grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(k, radial spectrum, modes per shell) from the mean per-mode (X, X^2) primitives (ddof = 0 variance)."""
-    L2 = k_grid.size
-    X, X2 = mean[:L2], mean[L2:]
-    return spectrum.radial_spectrum((X2 - X * X).reshape(k_grid.shape), k=k_grid)
-
-
-def _spectrum_estimates(mean: np.ndarray, k_grid: np.ndarray, window) -> np.ndarray:
-    """Radial spectrum (ddof = 0 per-mode variance), then the SKILD fit (C, alpha, k0sq)."""
-    k, S_k, counts = radial_variance(mean, k_grid)
-    try:
-        fit = spectrum.fit_power_law(k, S_k, k_range=window, counts=counts)
-        params = [fit.C, fit.alpha, fit.k0sq]
-    except (ValueError, RuntimeError):
-        params = [np.nan] * 3
-    return np.concatenate([S_k, params])
-
-
 def source_estimates(acc: BlockSums, beta: float, kappa4_window, k_window) -> dict:
-    """Every estimate of one source as name -> (value, jackknife error)."""
-    counts, sizes, L = acc.counts, acc.sizes, acc.L
+    """Every registered estimate of one source as variable name -> (value, jackknife error)."""
+    ctx = context(acc, beta, kappa4_window, k_window)
     out = {}
-    values, errors = jackknife(acc.corner, counts, lambda m: _kappa4_estimates(m, sizes, L, kappa4_window))
-    out["kappa4"] = (values[:-2], errors[:-2])
-    out["kappa4_slope"] = (values[-2], errors[-2])
-    out["kappa4_exponent"] = (values[-1], errors[-1])
-    out["G"] = jackknife(acc.pairs, counts, lambda m: G_from_means(m[0], m[1:]))
-    values, errors = jackknife(acc.moments, counts, lambda m: moment_estimates(m, beta, L * L))
-    out.update({name: (values[i], errors[i]) for i, name in enumerate(MOMENT_NAMES)})
-    out["bond_energy"] = jackknife(acc.profile, counts, lambda m: bond_energy(m, acc.J))
-    if acc.modes is not None:
-        values, errors = jackknife(acc.modes, counts, lambda m: _spectrum_estimates(m, acc.k, k_window))
-        out["spectrum"] = (values[:-3], errors[:-3])
-        for i, name in enumerate(("spectrum_C", "spectrum_alpha", "spectrum_k0sq")):
-            out[name] = (values[-3 + i], errors[-3 + i])
+    for obs in registry.active(ctx):
+        values, errors = jackknife(getattr(acc, obs.primitive), acc.counts, lambda m: obs.estimate(m, ctx))
+        out.update({v.name: (v.part(values, ctx), v.part(errors, ctx)) for v in obs.variables})
     return out
 
 
-def bond_energy(profile_mean: np.ndarray, J: float) -> np.ndarray:
-    """Energy per spin carried by the bonds of each seam-distance class: -2 J <s s'> (averages to <e>)."""
-    return -2.0 * J * np.asarray(profile_mean)
+def context(acc: BlockSums, beta: float, kappa4_window=None, k_window=None) -> registry.Context:
+    """The estimators' context of a source's sums."""
+    k = acc.k if acc.modes is not None else None
+    return registry.Context(sizes=acc.sizes, L=acc.L, J=acc.J, beta=beta, k=k, kappa4_window=kappa4_window,
+                            k_window=k_window)
 
 
 def measured_tau(acc: BlockSums, chains: int) -> float:
@@ -307,79 +253,6 @@ def measured_tau(acc: BlockSums, chains: int) -> float:
     return max(tau_int(e[: rounds * chains].reshape(shape).T)[0], tau_int(m[: rounds * chains].reshape(shape).T)[0])
 
 
-def correlators(inputs, sizes=None, labels=None, project: str = "sign", kappa4_window=None, k_window=None,
-                basis: str | None = "dct", progress: bool = True) -> xr.Dataset:
-    """kappa4(l), G(r), moments and power spectrum of each input (store path, Dataset or DataArray).
-
-    The first input is the reference (truth).  `basis` ("dct", "fourier", or None to skip)
-    selects the spectrum basis.  Returns a Dataset over dims (source, patch_size), (source, r),
-    (source, k) and (source,), every estimate `X` with its jackknife error `X_err`.
-    """
-    if basis is not None and basis not in SPECTRUM_BASES:
-        raise InputError(f"spectrum basis must be one of {', '.join(SPECTRUM_BASES)}, got {basis!r}")
-    inputs = list(inputs)
-    if not inputs:
-        raise InputError("give at least one store to analyse")
-    if labels is not None and len(labels) != len(inputs):
-        raise InputError(f"got {len(labels)} labels for {len(inputs)} stores; give one --label per store")
-    sources = [open_source(obj, None if labels is None else labels[i], project) for i, obj in enumerate(inputs)]
-    if labels is None and len({s.label for s in sources}) < len(sources):
-        for s in sources:
-            s.label = s.path
-    if len({s.label for s in sources}) < len(sources):
-        raise InputError(f"source labels must be distinct, got {[s.label for s in sources]}")
-    Ls = {s.L for s in sources}
-    if len(Ls) > 1:
-        raise InputError(f"all stores must have the same lattice size, got L = {sorted(Ls)}")
-    L = Ls.pop()
-    sizes = np.asarray(default_sizes(L) if sizes is None else sizes, dtype=np.int64)
-    try:
-        sizes = check_sizes(sizes, L)
-    except ValueError:
-        raise InputError(f"patch sizes must lie between 0 and L - 1 = {L - 1}, got {sizes.tolist()}") from None
-    kappa4_window = tuple(map(float, default_kappa4_window(L) if kappa4_window is None else kappa4_window))
-    k_window = tuple(map(float, default_k_window(L) if k_window is None else k_window))
-    beta_ref = next((b for b in map(_source_beta, sources) if b is not None), np.nan)
-
-    results = []
-    bar = tqdm(total=sum(s.n for s in sources), unit="sample", disable=not progress, dynamic_ncols=True)
-    with bar:
-        for src in sources:
-            bar.set_description(src.label)
-            chains = int(src.attrs.get("chains", 1))
-            recorded = src.attrs.get("tau_int_samples")
-            tau = 0.5 if recorded is None else float(recorded)
-            try:
-                edges = block_edges(src.n, chains, tau)
-            except ValueError as err:
-                raise InputError(f"{src.path}: {err}") from None
-            acc = reduce_source(src, sizes, edges, basis, bar)
-            beta = _source_beta(src)
-            results.append(source_estimates(acc, beta_ref if beta is None else beta, kappa4_window, k_window))
-            tau_measured = measured_tau(acc, chains)
-            if recorded is None and np.min(acc.counts) < 2 * tau_measured * chains:
-                warnings.warn(f"{src.label}: jackknife blocks of {np.min(acc.counts)} samples are shorter than "
-                              f"2 tau_int = {2 * tau_measured:.1f} rounds measured on e and |m|; errors may be low",
-                              BlockingWarning, stacklevel=2)
-            src.meta.update(chains=chains, beta=beta, n_blocks=len(edges) - 1, block_min=int(np.min(acc.counts)),
-                            tau_int_samples=tau, tau_int_measured=tau_measured,
-                            tau_origin="store attribute tau_int_samples" if recorded is not None
-                            else "not recorded; samples taken as independent")
-
-    from analysis.paired import add_paired, paired_estimates, paired_indices
-
-    paired = {}
-    for s, src in enumerate(sources[1:], start=1):
-        idx = paired_indices(sources[0], src)
-        if idx is not None:
-            beta = _source_beta(src)
-            paired[s] = paired_estimates(sources[0], src, idx, sizes, beta_ref if beta is None else beta, basis)
-    k = None if basis is None else spectrum.radial_spectrum(np.zeros((L, L)), k=spectrum_basis(basis, L)[1])[0]
-    config = {"sizes": sizes.tolist(), "project": project, "kappa4_window": kappa4_window, "k_window": k_window,
-              "spectrum_basis": basis, "labels": [s.label for s in sources], "paths": [s.path for s in sources]}
-    return add_paired(_assemble(sources, results, sizes, L, k, config), paired)
-
-
 def _source_beta(src: Source) -> float | None:
     if "beta" in src.attrs:
         return float(src.attrs["beta"])
@@ -388,37 +261,19 @@ def _source_beta(src: Source) -> float | None:
     return None
 
 
-_ATTRS = {
-    "kappa4": {"long_name": "joint fourth cumulant of the corner spins of an l x l square"},
-    "kappa4_slope": {"long_name": "slope p of a plain power law |kappa4| ~ l^p over kappa4_window"},
-    "kappa4_exponent": {"long_name": "p in |kappa4| ~ l^p (1 + c1 l/L + c2 (l/L)^2) over kappa4_window (expect -1/2)"},
-    "G": {"long_name": "connected two-point function along the axes"},
-    "bond_energy": {"long_name": "energy per spin -2 J <s s'> of the bonds at distance seam_distance from the "
-                                 "array seam (rows/columns L-1 | 0), rows and columns averaged", "units": "J"},
-    "spectrum": {"long_name": "radial average of the per-mode variance in the orthonormal spectrum_basis"},
-    "spectrum_C": {"long_name": "C of the fit S(k) = C (k^2 + k0^2)^-alpha over k_window"},
-    "spectrum_alpha": {"long_name": "alpha of the fit S(k) = C (k^2 + k0^2)^-alpha over k_window"},
-    "spectrum_k0sq": {"long_name": "k0^2 of the fit S(k) = C (k^2 + k0^2)^-alpha over k_window"},
-    **MOMENT_ATTRS,
-}
-
-
 def _assemble(sources, results, sizes, L, k, config) -> xr.Dataset:
     """Stack per-source estimates into the output Dataset."""
     coords = {"source": np.array([s.label for s in sources], dtype=object), "patch_size": sizes,
               "r": np.arange(L // 2 + 1), "seam_distance": np.arange(L // 2 + 1)}
-    dims = {"kappa4": ("source", "patch_size"), "kappa4_slope": ("source",), "kappa4_exponent": ("source",),
-            "G": ("source", "r"), "bond_energy": ("source", "seam_distance")}
-    dims.update({name: ("source",) for name in MOMENT_NAMES})
     if k is not None:
         coords["k"] = k
-        dims["spectrum"] = ("source", "k")
-        dims.update({name: ("source",) for name in ("spectrum_C", "spectrum_alpha", "spectrum_k0sq")})
+    variables = [v for obs in registry.OBSERVABLES.values() for v in obs.variables if v.name in results[0]]
     data = {}
-    for name, d in dims.items():
-        data[name] = (d, np.stack([np.asarray(res[name][0]) for res in results]), _ATTRS[name])
-        data[name + "_err"] = (d, np.stack([np.asarray(res[name][1]) for res in results]),
-                               {"long_name": f"jackknife standard error of {name}"})
+    for v in variables:
+        d = ("source",) + v.dims
+        data[v.name] = (d, np.stack([np.asarray(res[v.name][0]) for res in results]), v.attrs)
+        data[v.name + "_err"] = (d, np.stack([np.asarray(res[v.name][1]) for res in results]),
+                                 {"long_name": f"jackknife standard error of {v.name}"})
     per_source = {
         "n_samples": ([s.n for s in sources], {"long_name": "configurations analysed"}),
         "n_blocks": ([s.meta["n_blocks"] for s in sources], {"long_name": "jackknife blocks, contiguous in Monte Carlo time"}),
@@ -522,21 +377,8 @@ def format_table(ds: xr.Dataset) -> str:
                                                          for l, v in zip(ds.patch_size.values, z4.values[s])))
             lines.append(f"  {' ' * len(lab)}  " + ", ".join(f"{name} {v:+.1f}"
                                                             for name, v in zip(MOMENT_NAMES, zm.values[s])))
+    scalars = [v.name for obs in registry.OBSERVABLES.values() if obs.name not in ("kappa4", "spectrum")
+               for v in obs.variables if not v.dims and v.name in ds]
     lines += ["", row("moments", labels)]
-    lines += [row(f"  {name}", [value(name, s, "+.5f") for s in range(len(labels))]) for name in MOMENT_NAMES]
+    lines += [row(f"  {name}", [value(name, s, "+.5f") for s in range(len(labels))]) for name in scalars]
     return "\n".join(lines)
-
-
-def write_dataset(ds: xr.Dataset, path, overwrite: bool = False, inputs=()) -> Path:
-    """Write the result as NetCDF (.nc) or Zarr v3 (.zarr), chosen by extension.
-
-    An existing file is replaced only with overwrite and only if it is a correlators Dataset
-    skild-phys wrote (`outputs.check_file`), never one of the `inputs`.
-    """
-    p = outputs.check_file(path, (".nc", ".zarr"), "output", overwrite, kind=outputs.CORRELATORS, inputs=inputs)
-    outputs.replace(p, outputs.CORRELATORS)
-    if p.suffix.lower() == ".nc":
-        ds.to_netcdf(p, mode="w", engine="netcdf4")
-    else:
-        ds.to_zarr(p, mode="w", zarr_format=3, consolidated=False)
-    return p

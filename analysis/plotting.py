@@ -9,7 +9,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from analysis.observables import deviation_sigma, paired_sigma
-from skild_phys import outputs
+from skild_base import outputs
 
 
 def _guide(ax, x, x0, y0, power, label):

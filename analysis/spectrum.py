@@ -193,3 +193,25 @@ def _as_batches(fields: Iterable) -> Iterable:
         if np.ndim(chunk) < 3:
             raise ValueError("field_spectrum needs batches shaped (n, H, W); add a sample axis")
         yield chunk
+
+
+def dct_matrix(N: int) -> np.ndarray:
+    """Orthonormal DCT-II matrix D (N, N): X = D x for a column x."""
+    return scipy.fft.dct(np.eye(N), type=2, norm="ortho", axis=0)
+
+
+def fourier_matrix(N: int) -> np.ndarray:
+    """Orthonormal real Fourier matrix F (N, N), rows ordered [1, cos 1, sin 1, cos 2, ...]."""
+    j = np.arange(N, dtype=np.float64)
+    rows = [np.full(N, 1.0 / np.sqrt(N))]
+    for m in range(1, (N - 1) // 2 + 1):
+        rows.append(np.sqrt(2.0 / N) * np.cos(2 * np.pi * m * j / N))
+        rows.append(np.sqrt(2.0 / N) * np.sin(2 * np.pi * m * j / N))
+    if N % 2 == 0:
+        rows.append(np.cos(np.pi * j) / np.sqrt(N))
+    return np.stack(rows)
+
+
+def fourier_frequency(N: int) -> np.ndarray:
+    """Integer frequency m = ⌈i/2⌉ of row i of `fourier_matrix(N)`."""
+    return (np.arange(N) + 1) // 2

@@ -1,6 +1,6 @@
 """Correlator throughput: kappa4 at 7 patch sizes + G(r) + moments for 10,000 L = 128 configurations.
 
-Times `analysis.observables.correlators` (Numba kernels, streaming from the Zarr store,
+Times `ising.measure.correlators` (Numba kernels, streaming from the Zarr store,
 blocked jackknife and fits included; spectrum off) against a straightforward NumPy
 implementation with `np.roll` that computes the same primitives from the same store, each in
 its own process so that peak memory (max RSS) is measured separately.  Also checks that the
@@ -33,8 +33,8 @@ def numpy_reference(path: str, sizes, chunk: int = 250) -> dict:
 
     from analysis.cumulants import kappa4_from_means
     from analysis.moments import moment_estimates, moment_primitives
-    from analysis.stats import jackknife
     from analysis.observables import block_edges
+    from analysis.stats import jackknife
 
     ds = xr.open_zarr(path)
     n, L = ds.sizes["sample"], ds.sizes["x"]
@@ -68,7 +68,7 @@ def numpy_reference(path: str, sizes, chunk: int = 250) -> dict:
 
 def ours(path: str, sizes) -> dict:
     """The library path used by `skild-phys correlators --no-spectrum`."""
-    from analysis.observables import correlators
+    from ising.measure import correlators
 
     ds = correlators([path], sizes=sizes, basis=None, progress=False)
     return {"kappa4": ds.kappa4.values[0].tolist(), "kappa4_err": ds.kappa4_err.values[0].tolist(),
@@ -79,8 +79,8 @@ def worker(which: str, path: str) -> None:
     """Run one implementation (after a small warm-up that compiles or caches), print JSON."""
     fn = ours if which == "ours" else numpy_reference
     if which == "ours":
-        from analysis.cumulants import corner_means
         from analysis.correlation import pair_means
+        from analysis.cumulants import corner_means
 
         warm = np.ones((2, 8, 8), dtype=np.int8)
         corner_means(warm, [1]), pair_means(warm)

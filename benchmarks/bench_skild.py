@@ -16,10 +16,10 @@ import time
 import numpy as np
 import torch
 
-from skild_phys.basis import Basis
-from skild_phys.model import auto_schedule, network_denoiser
-from skild_phys.process import Process
-from skild_phys.unet import build_unet, count_parameters
+from skild_phys.methods.skild import auto_schedule, network_denoiser
+from skild_phys.networks.unet import build_unet, count_parameters
+from skild_phys.process.basis import Basis
+from skild_phys.process.diffusion import Process
 
 
 def timed(fn, seconds: float) -> float:

@@ -5,7 +5,7 @@ import time
 
 import torch
 
-from skild_phys.unet import CONFIGS, build_unet, count_parameters
+from skild_phys.networks.unet import CONFIGS, build_unet, count_parameters
 
 
 def batch_size(name: str, size: int) -> int:

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from analysis.spectrum import fit_power_law, radial_spectrum
-from skild_phys.images import Cifar10, write_cifar_batches
-from skild_phys.model import estimate_spectrum
-from skild_phys.photos import PHOTOS, photo_crops
+from skild_phys.data.images import Cifar10, write_cifar_batches
+from skild_phys.data.photos import PHOTOS, photo_crops
+from skild_phys.methods.skild import estimate_spectrum
 
 HELD_OUT = ("astronaut", "coffee")
 TRAIN_SCALES = (96, 128, 192, 256)  # short side of each photograph before cropping

@@ -57,7 +57,7 @@ def command(args, name, sampler, spacing, K, protocol="marginal") -> list[str]:
 
 
 def table(args, rows) -> str:
-    from skild_phys.evaluate import DATASET_FILE, summary
+    from skild_phys.reports.evaluate import DATASET_FILE, summary
 
     lines = [f"| row | input | sampler | spacing | K | NFE | wall s | paired κ4 excess % ℓ = {' / '.join(map(str, SIZES))} "
              "| max \\|excess\\|/σ | Δ⟨e⟩ | ΔU4 |", "|---" * 11 + "|"]
@@ -83,8 +83,8 @@ def figure(rows, path) -> None:
     """Paired κ4 excess at ℓ = 4 and paired Δ⟨e⟩ against NFE, one line per sampler (paper protocol)."""
     from matplotlib.figure import Figure
 
-    from skild_phys import outputs
-    from skild_phys.evaluate import DATASET_FILE, summary
+    from skild_base import outputs
+    from skild_phys.reports.evaluate import DATASET_FILE, summary
 
     fig = Figure(figsize=(10, 4), constrained_layout=True)
     ax_k, ax_e = fig.subplots(1, 2)

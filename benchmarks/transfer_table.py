@@ -15,7 +15,7 @@ import numpy as np
 import xarray as xr
 
 from analysis.moments import MOMENT_NAMES
-from skild_phys.evaluate import kappa4_excess
+from skild_phys.reports.evaluate import kappa4_excess
 
 SHOW = (1, 2, 4, 8, 16, 24, 32)
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 import zarr
 from tqdm.auto import tqdm
 
 from ising import store
-from ising.lattice import energy_per_spin
-from skild_phys import __version__, outputs
-from skild_phys.basis import block_mean
-from skild_phys.errors import InputError
+from ising.lattice import block_mean
+from ising.model import ISING
+from skild_base import __version__, outputs
+from skild_base.errors import InputError
 
 RULES = ("majority", "decimate", "mean")
 
@@ -24,7 +23,7 @@ def coarsen_batch(spins: np.ndarray, factor: int, rule: str) -> np.ndarray:
     """
     if rule == "decimate":
         return spins[:, ::factor, ::factor].copy()
-    means = block_mean(torch.from_numpy(spins.astype(np.float64)), factor).numpy()
+    means = block_mean(spins.astype(np.float64), factor)
     if rule == "mean":
         return means.astype(np.float32)
     top_left = spins[:, ::factor, ::factor]
@@ -56,7 +55,7 @@ def coarsen_store(source, out, factor: int, rule: str, overwrite: bool = False, 
         arrays = {"seed": np.full(len(fine), -1, dtype=np.int64),
                   "source_index": np.arange(start, start + len(fine), dtype=np.int64)}
         if is_spin:
-            arrays.update(spins=coarse, energy=energy_per_spin(coarse), magnetization=coarse.mean(axis=(1, 2)))
+            arrays.update(spins=coarse, **ISING.observables(coarse))
         else:
             arrays["field"] = coarse
         store.write_samples(root, start, arrays)

@@ -25,7 +25,7 @@ import numpy as np
 
 from ising import store
 from ising.simulate import Chains, SimulationParams, advance_chains, write_block
-from skild_phys.errors import InputError
+from skild_base.errors import InputError
 
 # Spins flipped per task and block: about one second of one core (docs/sampler.md), long
 # enough to hide the scheduler's per-task cost of a few milliseconds.

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 from scipy.special import ellipk, logsumexp
 
-from skild_phys.errors import InputError
+from skild_base.errors import InputError
 
 BETA_C = float(np.log1p(np.sqrt(2.0)) / 2.0)
 """Critical inverse temperature β_c = ln(1 + √2)/2 (Kramers–Wannier self-dual point, sinh 2β_c = 1)."""

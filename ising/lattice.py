@@ -1,4 +1,4 @@
-"""Vectorised per-sample observables of periodic square-lattice spin configurations."""
+"""Vectorised per-sample observables and block averages of periodic square-lattice configurations."""
 
 from __future__ import annotations
 
@@ -10,3 +10,11 @@ def energy_per_spin(spins: np.ndarray, J: float = 1.0) -> np.ndarray:
     s = spins.astype(np.int64)
     bonds = (s * (np.roll(s, -1, axis=1) + np.roll(s, -1, axis=2))).sum(axis=(1, 2))
     return -J * bonds / (s.shape[1] * s.shape[2])
+
+
+def block_mean(x, f: int):
+    """Average over non-overlapping f x f blocks of the last two axes (NumPy arrays or torch tensors)."""
+    H, W = x.shape[-2:]
+    if H % f or W % f:
+        raise ValueError(f"grid {(H, W)} is not divisible by the factor {f}")
+    return x.reshape(x.shape[:-2] + (H // f, f, W // f, f)).mean(axis=(-3, -1))

@@ -31,9 +31,10 @@ from tqdm.auto import tqdm
 from analysis.stats import tau_int
 from ising import store, wolff
 from ising.exact import BETA_C, p_add
+from ising.model import ISING
 from ising.rng import chain_states, probability_threshold
-from skild_phys import __version__, outputs
-from skild_phys.errors import InputError
+from skild_base import __version__, outputs
+from skild_base.errors import InputError
 
 TAU_RECORDS = 400  # records per chain in the measurement phase
 TAU_SPACING = 0.25  # sweeps between measurement records
@@ -189,7 +190,7 @@ def _initial_state(p: SimulationParams) -> Chains:
     """Hot start lattices and per-chain RNG states, all from the seed."""
     states = chain_states(p.seed, p.chains)
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(p.seed, spawn_key=(2**31,))))
-    spins = np.where(rng.random((p.chains, p.L, p.L)) < 0.5, 1, -1).astype(np.int8)
+    spins = ISING.random_states(rng, (p.chains, p.L, p.L))
     return Chains(spins, states, np.zeros(p.chains, dtype=np.int64))
 
 

@@ -26,9 +26,9 @@ import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.storage import FsspecStore
 
-from ising.lattice import energy_per_spin
-from skild_phys import outputs
-from skild_phys.errors import InputError
+from ising.model import ISING
+from skild_base import outputs
+from skild_base.errors import InputError
 
 RESUME_FILE = "_resume.npz"
 CHUNK_BYTES = 4 * 2**20  # ~4 MiB of int8 spins per chunk
@@ -259,7 +259,7 @@ def verify(path, attrs: dict | None = None) -> None:
         have, want = arr.nchunks_initialized, arr.nchunks
         if have < want:
             raise InputError(f"store {path} is damaged: {want - have} of {want} chunks of `{name}` are missing")
-    J = float(attrs.get("J") or 1.0) if attrs.get("model") == "ising2d" else 1.0  # coarse/model stores: J = 1
+    J = float(attrs.get("J") or 1.0) if attrs.get("model") == ISING.name else 1.0  # coarse/model stores: J = 1
     rows = main.chunks[0]
     for start in range(0, n, rows):
         stop = min(n, start + rows)
@@ -278,13 +278,14 @@ def verify(path, attrs: dict | None = None) -> None:
                                  f"(samples {start}-{stop - 1})")
         if "spins" in chunk:
             spins = chunk["spins"]
-            bad = np.flatnonzero((np.abs(spins.astype(np.int16)) != 1).any(axis=(1, 2)))
+            bad = np.flatnonzero(~ISING.valid(spins))
             if bad.size:
-                raise InputError(f"store {path} is damaged: spins of sample {start + bad[0]} are not all ±1")
-            expected = {"energy": lambda: energy_per_spin(spins, J), "magnetization": lambda: spins.mean(axis=(1, 2))}
-            for name, compute in expected.items():
+                raise InputError(f"store {path} is damaged: spins of sample {start + bad[0]} are not all "
+                                 f"{ISING.values_text}")
+            expected = ISING.observables(spins, J)
+            for name in expected:
                 if name in chunk:
-                    off = np.flatnonzero(np.abs(chunk[name] - compute()) > 1e-9)
+                    off = np.flatnonzero(np.abs(chunk[name] - expected[name]) > 1e-9)
                     if off.size:
                         raise InputError(f"store {path} is damaged: the stored {name} of sample {start + off[0]} "
                                          f"is not the one its spins give")

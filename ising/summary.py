@@ -7,7 +7,7 @@ import math
 from analysis.moments import MOMENT_NAMES, moment_estimates, moment_primitives
 from analysis.stats import block_sums, jackknife, n_blocks_for
 from ising import exact, store
-from skild_phys.errors import InputError
+from skild_base.errors import InputError
 
 
 def thermo_moments(energy, magnetization, L: int, beta: float, block_min: int) -> dict:

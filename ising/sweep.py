@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 
-from skild_phys.errors import InputError
+from skild_base.errors import InputError
 
 
 def point_path(out: str, point: dict, swept: list[str]) -> str:

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import xarray as xr
 
+from skild_base.errors import InputError
 from skild_phys.cli.workflow import parse_vars
-from skild_phys.errors import InputError
 
 DEMO = Path(__file__).resolve().parents[1] / "workflows" / "demo.toml"
 
 
 def main(argv: list[str] | None = None) -> int:
     from skild_phys import workflow
-    from skild_phys.evaluate import DATASET_FILE, FIGURE_FILE, TABLE_FILE, format_headline
+    from skild_phys.reports.evaluate import DATASET_FILE, FIGURE_FILE, TABLE_FILE, format_headline
 
     argv = list(sys.argv[1:] if argv is None else argv)
     pairs = [v for flag, v in zip(argv[::2], argv[1::2]) if flag == "--var"]

@@ -25,8 +25,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from skild_phys import outputs
-from skild_phys.errors import InputError
+from skild_base import outputs
+from skild_base.errors import InputError
 
 RECORD_DIR = ".workflow"
 RESUMES_ITSELF = {"simulate", "generate", "superres", "evaluate"}  # rerunning the same command continues them

@@ -8,8 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.spectrum import dct2, idct2
-from skild_phys.basis import Basis, block_mean, dct_matrix, embed_low_modes, fourier_matrix
+from analysis.spectrum import dct2, dct_matrix, fourier_matrix, idct2
+from ising.lattice import block_mean
+from skild_phys.process.basis import Basis, embed_low_modes
 
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
 

@@ -12,8 +12,9 @@ from click.testing import CliRunner
 from analysis import observables
 from analysis.correlation import pair_means
 from analysis.cumulants import CORNER_TERMS
-from analysis.observables import correlators, format_table, write_dataset
+from analysis.observables import format_table
 from ising import exact
+from ising.measure import correlators, write_dataset
 from skild_phys.cli import main
 from tests.test_cumulants import joint_cumulant
 
@@ -240,7 +241,7 @@ def test_independent_spins_have_a_flat_spectrum(basis):
 def test_fourier_transform_is_the_skild_basis():
     import torch
 
-    from skild_phys.basis import Basis
+    from skild_phys.process.basis import Basis
 
     x = np.random.default_rng(9).normal(size=(3, 6, 6))
     transform, k = observables.spectrum_basis("fourier", 6)
@@ -362,3 +363,24 @@ def test_seam_profile_matches_brute_force_twin():
     prof = seam_profile(x)
     weights = np.bincount(np.minimum(np.arange(8) + 1, 7 - np.arange(8)))
     np.testing.assert_allclose(prof @ weights / 8, pair_means(x)[1][:, 1], rtol=1e-12)
+
+
+def test_a_registered_observable_reaches_the_dataset_the_pairing_and_the_table(make_store, tmp_path):
+    """Adding an observable is one registration: <e^2> from the moment sums, checked against the
+    stored per-sample energies, appears with its error, its paired difference and a table row."""
+    from analysis import registry
+
+    truth = make_store("paired16", L=16, n_samples=2000, chains=4, seed=9)
+    model = _noisy_copy(truth, tmp_path / "same.zarr", np.arange(2000), 0.0, seed=1)
+    registry.register(registry.Observable(
+        "e2", "moments", lambda m, ctx: m[..., 1:2],
+        (registry.Variable("e2", (), {"long_name": "<e^2>"}, lambda v, ctx: v[0]),),
+        registry.Paired("e2_paired", "one", "<e^2> model - truth", lambda m, ctx: m[..., 1:2])))
+    try:
+        ds = correlators([truth, model], sizes=[1], labels=["truth", "model"], basis=None, progress=False)
+        table = format_table(ds)
+    finally:
+        registry.OBSERVABLES.pop("e2")
+    e = xr.open_zarr(truth).energy.values
+    assert ds.e2.values[0] == pytest.approx(np.mean(e * e), rel=1e-12) and ds.e2_err.values[0] > 0
+    assert ds.e2_paired.values[1, 0] == 0.0 and "  e2 " in table

@@ -7,7 +7,7 @@ full statistics, with the commands that produce them.
 import numpy as np
 import pytest
 
-from analysis.observables import correlators
+from ising.measure import correlators
 
 N_SIGMA = 4.0
 SIZES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64]

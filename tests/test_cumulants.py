@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from analysis.correlation import pair_means
 from analysis.cumulants import CORNER_TERMS, corner_means, expand_corner_means, kappa4, kappa4_from_means
-from analysis.observables import correlators
+from ising.measure import correlators
 
 N_SIGMA = 4.0
 

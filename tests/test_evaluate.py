@@ -9,8 +9,8 @@ import xarray as xr
 from click.testing import CliRunner
 
 from skild_phys.cli import main
-from skild_phys.data import LatticeStore
-from skild_phys.train import TrainSettings, prepare_run_dir, resolve_config, train
+from skild_phys.data.adapters import LatticeStore
+from skild_phys.training.train import TrainSettings, prepare_run_dir, resolve_config, train
 
 pytestmark = [pytest.mark.usefixtures("single_torch_thread"),
               pytest.mark.filterwarnings("ignore::analysis.observables.BlockingWarning")]
@@ -74,20 +74,20 @@ def test_evaluate_refuses_what_it_did_not_make(run16, make_store, tmp_path):
 
 
 def test_an_interrupted_evaluation_resumes(run16, make_store, tmp_path, monkeypatch):
-    import skild_phys.sample
+    import skild_phys.sampling.lattice
     truth = make_store("truth16", L=16, n_samples=200, chains=4, seed=21)
     out = tmp_path / "ev"
-    real = skild_phys.sample.run_sampler
+    real = skild_phys.sampling.lattice.run_sampler
 
     def killed(store, *args, **kwargs):  # dies inside the first store, as a kill would
         Path(store).mkdir(parents=True, exist_ok=True)
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(skild_phys.sample, "run_sampler", killed)
+    monkeypatch.setattr(skild_phys.sampling.lattice, "run_sampler", killed)
     r = _evaluate(run16, truth, out, "--protocol", "marginal", "--baseline", "none")
     assert isinstance(r.exception, RuntimeError)
     assert (out / "evaluation.json").is_file()  # the directory is claimed before any sampling
-    monkeypatch.setattr(skild_phys.sample, "run_sampler", real)
+    monkeypatch.setattr(skild_phys.sampling.lattice, "run_sampler", real)
     r = _evaluate(run16, truth, out, "--protocol", "marginal", "--baseline", "none")
     assert r.exit_code == 0, r.output
     assert np.isfinite(xr.load_dataset(out / "fidelity.nc").kappa4_paired.sel(source="model/marginal")).all()

@@ -9,19 +9,26 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-import skild_phys.images  # noqa: F401  (registers the image adapters)
+import skild_phys.data.images  # noqa: F401  (registers the image adapters)
 from analysis.spectrum import fit_power_law, radial_spectrum
-from skild_phys.basis import Basis, embed_low_modes
+from skild_base.errors import InputError
 from skild_phys.cli import main
-from skild_phys.data import open_dataset
-from skild_phys.errors import InputError
-from skild_phys.image_sampling import superres_images
-from skild_phys.images import (Cifar10, ImageFolder, bicubic_resize, centre_crop_resize, embed_lowres, to_uint8,
-                               write_cifar_batches)
-from skild_phys.metrics import ImageScores, image_metrics, mean_sem, psnr, ssim
+from skild_phys.data.adapters import open_dataset
+from skild_phys.data.images import (
+    Cifar10,
+    ImageFolder,
+    bicubic_resize,
+    centre_crop_resize,
+    embed_lowres,
+    to_uint8,
+    write_cifar_batches,
+)
+from skild_phys.data.photos import PHOTOS, photo_crops
 from skild_phys.methods import load_trained
-from skild_phys.model import estimate_spectrum
-from skild_phys.photos import PHOTOS, photo_crops
+from skild_phys.methods.skild import estimate_spectrum
+from skild_phys.process.basis import Basis, embed_low_modes
+from skild_phys.reports.metrics import ImageScores, image_metrics, mean_sem, psnr, ssim
+from skild_phys.sampling.images import superres_images
 from tests.payloads import ShellPayload
 
 # Natural-image power spectra fall as k^−2α with α = 0.94 ± 0.22 (SD over single images; van der

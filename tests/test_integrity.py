@@ -22,9 +22,10 @@ from click.testing import CliRunner
 
 from ising import store
 from ising.simulate import SimulationParams, run_simulation
-from skild_phys import checkpoint, outputs
+from skild_base import outputs
+from skild_base.errors import InputError
 from skild_phys.cli import main
-from skild_phys.errors import InputError
+from skild_phys.training import checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -364,7 +365,7 @@ def test_lock_refuses_within_and_across_processes(tmp_path):
         with pytest.raises(InputError, match="being written"):
             with outputs.lock(target):
                 pass
-        code = ("import sys\nfrom skild_phys import outputs\nfrom skild_phys.errors import InputError\n"
+        code = ("import sys\nfrom skild_base import outputs\nfrom skild_base.errors import InputError\n"
                 f"try:\n    outputs.lock({str(target)!r}).__enter__()\nexcept InputError:\n    sys.exit(3)\n")
         assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent).returncode == 3
     with outputs.lock(target):  # released

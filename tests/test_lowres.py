@@ -1,4 +1,4 @@
-"""Gaussian conditioning on block means (skild_phys.lowres) against closed forms."""
+"""Gaussian conditioning on block means (skild_phys.process.lowres) against closed forms."""
 
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from skild_phys.basis import Basis
-from skild_phys.lowres import BlockMeanConditional, block_mean_matrix
+from skild_phys.process.basis import Basis
+from skild_phys.process.lowres import BlockMeanConditional, block_mean_matrix
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

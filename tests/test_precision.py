@@ -7,7 +7,8 @@ import xarray as xr
 from click.testing import CliRunner
 
 from skild_phys.cli import main
-from skild_phys.model import AutocastNet, accelerate, load_model
+from skild_phys.methods.skild import load_model
+from skild_phys.networks.precision import AutocastNet, accelerate
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -52,7 +53,7 @@ def test_bf16_training_and_superres_run(tmp_path, run):
                                       "--batch", "8", "--log-every", "1", "--quiet", "--device", "cpu",
                                       "--precision", precision])
         assert r.exit_code == 0, r.output
-        from skild_phys.checkpoint import read_log
+        from skild_phys.training.checkpoint import read_log
 
         losses[precision] = [rec["loss"] for rec in read_log(out) if "loss" in rec]
     assert np.all(np.isfinite(losses["bf16"]))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.fft
 
-from skild_phys.errors import InputError
-from skild_phys.presets import PRESETS, get_preset, preset_from_rule
+from skild_base.errors import InputError
+from skild_phys.process.presets import PRESETS, get_preset, preset_from_rule
 
 # Low-resolution side r_LR behind each official linear preset (the rule makes r(N) = r_LR).
 R_LR = {"ising128_4x": 32, "imagenet128_4x": 32, "imagenet128_8x": 16, "imagenet256_4x": 64}

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from skild_phys.basis import Basis
-from skild_phys.presets import get_preset, preset_from_rule
-from skild_phys.process import (Process, per_sample_generators, randn, respaced_steps,
-                                reverse_chain)
+from skild_phys.process.basis import Basis
+from skild_phys.process.diffusion import Process, per_sample_generators, randn, respaced_steps, reverse_chain
+from skild_phys.process.presets import get_preset, preset_from_rule
 
 Z_MAX = 5.0
 H = 8

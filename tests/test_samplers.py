@@ -1,4 +1,4 @@
-"""Few-step samplers (skild_phys.samplers) on closed forms: Gaussian data with the oracle denoiser.
+"""Few-step samplers (skild_phys.sampling.samplers) on closed forms: Gaussian data with the oracle denoiser.
 
 For data X_0 ~ N(0, S0) the exact denoiser is linear per mode, so a deterministic sampler
 maps the start state's per-mode standard deviation √S0 (the forward marginal of such data
@@ -14,13 +14,19 @@ import torch
 import xarray as xr
 from click.testing import CliRunner
 
-from skild_phys.basis import Basis
 from skild_phys.cli import main
-from skild_phys.model import auto_schedule
-from skild_phys.process import Process, gaussian_denoiser, per_sample_generators, randn, reverse_chain
-from skild_phys.samplers import (ddim_chain, heun_chain, heun_ode, network_evaluations, placed_steps,
-                                 sample_chain)
-from skild_phys.transfer import axis_wavenumbers
+from skild_phys.methods.skild import auto_schedule
+from skild_phys.process.basis import Basis
+from skild_phys.process.diffusion import Process, gaussian_denoiser, per_sample_generators, randn, reverse_chain
+from skild_phys.process.transfer import axis_wavenumbers
+from skild_phys.sampling.samplers import (
+    ddim_chain,
+    heun_chain,
+    heun_ode,
+    network_evaluations,
+    placed_steps,
+    sample_chain,
+)
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from skild_phys.cli import main
-from skild_phys.presets import PRESETS
-from skild_phys.schedule import Schedule
+from skild_phys.process.presets import PRESETS
+from skild_phys.process.schedule import Schedule
 
 
 def test_formulas_match_spec():

@@ -6,12 +6,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.spectrum import (ModeVariance, dct2, field_spectrum, fit_power_law, idct2, radial_spectrum,
-                               wavenumber_grid)
+from analysis.spectrum import ModeVariance, dct2, field_spectrum, fit_power_law, idct2, radial_spectrum, wavenumber_grid
 from analysis.stats import block_sums, jackknife
 from ising import store
-from skild_phys.basis import Basis
-from skild_phys.spectrum import S0_from_fit, fit_S0, mode_variance
+from skild_phys.process.basis import Basis
+from skild_phys.process.spectrum import S0_from_fit, fit_S0, mode_variance
 
 TWO_ALPHA_ISING = 2 - 0.25  # 2 − η, η = 1/4 (2D Ising)
 
@@ -192,7 +191,7 @@ def test_S0_is_estimated_in_the_process_basis():
     """On the torus a stationary field is diagonal in the periodic Fourier basis: the empirical S0 of
     --basis fourier is its structure factor mode by mode (each real mode of frequency (m, n) carries
     P(m, n)), while the DCT variances of the same data are not."""
-    from skild_phys.model import estimate_spectrum
+    from skild_phys.methods.skild import estimate_spectrum
 
     L, alpha, n = 16, 0.9, 4000
     x, P = _torus_field(n, L, alpha, seed=3)

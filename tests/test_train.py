@@ -13,12 +13,12 @@ import torch
 import xarray as xr
 from click.testing import CliRunner
 
-from skild_phys import checkpoint
+from skild_base.errors import InputError
 from skild_phys.cli import main
-from skild_phys.data import LatticeStore
-from skild_phys.errors import InputError
-from skild_phys.model import load_model
-from skild_phys.train import TrainSettings, prepare_run_dir, resolve_config, train
+from skild_phys.data.adapters import LatticeStore
+from skild_phys.methods.skild import load_model
+from skild_phys.training import checkpoint
+from skild_phys.training.train import TrainSettings, prepare_run_dir, resolve_config, train
 from tests.payloads import ShellPayload
 
 
@@ -59,7 +59,7 @@ def test_tiny_net_fits_tiny_store(tmp_path, store8):
     model = load_model(run, "cpu")
     x0 = torch.from_numpy(ds.get(np.arange(len(ds))))
     # the zero-initialised output layer predicts eps = 0: the initial loss is E[eps^2] = 1
-    from skild_phys.model import build_network
+    from skild_phys.methods.skild import build_network
 
     untrained = build_network(config)
     initial = _eval_loss(model.process, untrained, x0)
@@ -73,8 +73,7 @@ def test_stopped_and_resumed_equals_uninterrupted(tmp_path, store16):
     run_a, config, S0 = _new_run(tmp_path, ds, "a")
     train(run_a, ds, config, S0, progress=False, log=lambda m: None)
     run_b, config_b, _ = _new_run(tmp_path, ds, "b")
-    half = json.loads(json.dumps(config_b))
-    half["train"]["steps"] = 10
+    half = config_b.replace(train={**config_b.train, "steps": 10})
     train(run_b, ds, half, S0, progress=False, log=lambda m: None)
     train(run_b, ds, config_b, S0, resume=True, progress=False, log=lambda m: None)
     a, b = checkpoint.load_resume(run_a), checkpoint.load_resume(run_b)
@@ -104,8 +103,7 @@ def test_validation_loss_does_not_perturb_training(tmp_path, store16, store8):
     # the Gaussian floor loses most at small n, where resolved modes keep unpredictable noise
     floor = val[0]["val_floor_bins"]
     assert floor == sorted(floor, reverse=True) and 0 < floor[-1] < floor[0] < 1
-    bad = json.loads(json.dumps(config_b))
-    bad["train"]["val_data"] = str(store8)
+    bad = config_b.replace(train={**config_b.train, "val_data": str(store8)})
     with pytest.raises(InputError, match="val-data"):
         train(_new_run(tmp_path, ds, "bad")[0], ds, bad, S0, progress=False, log=lambda m: None)
 
@@ -115,7 +113,7 @@ def test_cosine_learning_rate_and_network_shape():
     assert s.lr_factor(0) == pytest.approx(0.1) and s.lr_factor(9) == 1.0
     assert s.lr_factor(59) == pytest.approx(0.5) and s.lr_factor(109) == pytest.approx(0.0, abs=1e-12)
     assert TrainSettings(steps=110, warmup=10).lr_factor(109) == 1.0
-    from skild_phys.unet import build_unet
+    from skild_phys.networks.unet import build_unet
 
     plain = build_unet("tiny")
     reshaped = build_unet("tiny", overrides={"base_channels": 8, "blocks_per_level": 2, "attention_levels": [],
@@ -293,10 +291,10 @@ def test_resuming_a_finished_run_says_so(tmp_path, store8):
 def test_sr3_baseline_is_white_cosine_ddpm():
     import math
 
-    from skild_phys.basis import Basis
-    from skild_phys.process import Process
-    from skild_phys.schedule import Schedule
-    from skild_phys.sr3 import COSINE_OFFSET, condition
+    from skild_phys.methods.sr3 import COSINE_OFFSET, condition
+    from skild_phys.process.basis import Basis
+    from skild_phys.process.diffusion import Process
+    from skild_phys.process.schedule import Schedule
 
     H, N, s = 8, 1000, COSINE_OFFSET
     process = Process(Basis.identity(H), Schedule("cosine", 0.0, 0.0, theta=s), torch.ones(H, H))
@@ -326,7 +324,7 @@ def test_sr3_trains_and_super_resolves(tmp_path, store16):
 
 
 def test_sr_step_sampling_favours_the_super_resolution_range():
-    from skild_phys.train import SR_SHARE, draw_steps
+    from skild_phys.training.train import SR_SHARE, draw_steps
 
     g = torch.Generator().manual_seed(0)
     assert draw_steps("uniform", 600, 1000, 8, g) is None
@@ -337,3 +335,19 @@ def test_sr_step_sampling_favours_the_super_resolution_range():
     # above the range the density is flat: (1 - SR_SHARE) / N per step
     high = (n > 600).double().mean() / 400
     assert abs(float(high) - (1 - SR_SHARE) / 1000) < 0.1 * (1 - SR_SHARE) / 1000
+
+
+def test_run_config_round_trips_and_fills_what_old_runs_predate(tmp_path, store16):
+    """One set of defaults: a new run is v-parameterised; a stored configuration written before the
+    field existed was ε-trained and reads back as such; unknown fields are refused in one sentence."""
+    from skild_phys.config import RunConfig
+
+    _, config, _ = _new_run(tmp_path, LatticeStore(store16))
+    assert config.parameterization == "v" and RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    old = {k: v for k, v in config.to_dict().items() if k not in ("parameterization", "model", "data_kind")}
+    legacy = RunConfig.from_dict(old)
+    assert (legacy.parameterization, legacy.model, legacy.data_kind) == ("eps", "skild", "lattice")
+    with pytest.raises(InputError, match="unknown fields"):
+        RunConfig.from_dict({**config.to_dict(), "colour": "blue"})
+    with pytest.raises(InputError, match="incomplete"):
+        RunConfig.from_dict({"H": 16})

@@ -1,4 +1,4 @@
-"""Size transfer in lattice units: the same checkpoint on a larger lattice (skild_phys.transfer)."""
+"""Size transfer in lattice units: the same checkpoint on a larger lattice (skild_phys.process.transfer)."""
 
 import math
 
@@ -8,13 +8,14 @@ import torch
 import xarray as xr
 from click.testing import CliRunner
 
-from skild_phys.basis import Basis
+from skild_base.errors import InputError
 from skild_phys.cli import main
-from skild_phys.errors import InputError
-from skild_phys.model import TrainedModel, auto_schedule
-from skild_phys.process import Process, gaussian_denoiser, per_sample_generators, randn, reverse_chain
-from skild_phys.schedule import Schedule
-from skild_phys.transfer import at_size, axis_wavenumbers, scaled_schedule, transfer_spectrum
+from skild_phys.config import RunConfig
+from skild_phys.methods.skild import TrainedModel, at_size, auto_schedule
+from skild_phys.process.basis import Basis
+from skild_phys.process.diffusion import Process, gaussian_denoiser, per_sample_generators, randn, reverse_chain
+from skild_phys.process.schedule import Schedule
+from skild_phys.process.transfer import axis_wavenumbers, scaled_schedule, transfer_spectrum
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -76,6 +77,12 @@ def test_dc_mode_scales_with_the_low_power_law():
     assert S64[0, 0] == pytest.approx(100.0 * 4**1.75, rel=0.02)
 
 
+def _config(**changes) -> RunConfig:
+    """A 16x16 periodic SKILD run configuration (the fields at_size reads)."""
+    return RunConfig(H=16, W=16, channels=1, preset="auto", factor=4.0, schedule={}, basis="fourier", spectrum={},
+                     net={"periodic": True}, train={}).replace(**changes)
+
+
 def test_oracle_chain_gives_the_same_statistics_at_the_training_size_and_four_times_larger():
     """Gaussian data with a lattice power-law spectrum; the oracle denoiser of the process; 4x SR
     from the forward marginal at n0.  The process carried from 16 to 64 reproduces the data's
@@ -83,8 +90,7 @@ def test_oracle_chain_gives_the_same_statistics_at_the_training_size_and_four_ti
     results = {}
     S16 = lattice_spectrum("fourier", 16, anisotropy=0.0)
     base = Process(Basis.fourier(16), auto_schedule(16, 4), torch.as_tensor(S16))
-    model16 = TrainedModel({"H": 16, "W": 16, "model": "skild", "net": {"periodic": True}, "channels": 1},
-                           base, None, "oracle", torch.device("cpu"))
+    model16 = TrainedModel(_config(), base, None, "oracle", torch.device("cpu"))
     model64 = at_size(model16, 64, 64)
     for H, model in ((16, model16), (64, model64)):
         p = model.process
@@ -131,10 +137,10 @@ def test_cli_superres_on_a_larger_lattice(tmp_path, make_store, tiny_run16):
 
 
 def test_transfer_refuses_what_it_cannot_carry():
-    model = TrainedModel({"H": 16, "W": 16, "model": "sr3", "net": {"periodic": True}}, None, None, "", "cpu")
+    model = TrainedModel(_config(model="sr3"), None, None, "", "cpu")
     with pytest.raises(InputError, match="SKILD checkpoint"):
         at_size(model, 32, 32)
-    model.config.update(model="skild", net={"periodic": False})
+    model = TrainedModel(_config(net={"periodic": False}), None, None, "", "cpu")
     with pytest.raises(InputError, match="open boundaries"):
         at_size(model, 32, 32)
     with pytest.raises(InputError, match="lattice-unit form"):

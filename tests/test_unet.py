@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from skild_phys.unet import CONFIGS, UNet, build_unet, count_parameters
+from skild_phys.networks.unet import CONFIGS, UNet, build_unet, count_parameters
 
 N_STEPS = 1000
 

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from numba import njit
 
 from ising import exact, wolff
 from ising.rng import chain_states, probability_threshold, xoshiro_next
-from numba import njit
 from tests import naive
 
 

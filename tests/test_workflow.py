@@ -10,9 +10,9 @@ import pytest
 import xarray as xr
 from click.testing import CliRunner
 
+from skild_base.errors import InputError
 from skild_phys import workflow
 from skild_phys.cli import main
-from skild_phys.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.toml"))

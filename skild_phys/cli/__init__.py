@@ -8,8 +8,8 @@ import importlib
 
 import click
 
+from skild_base.errors import InputError
 from skild_phys import __version__
-from skild_phys.errors import InputError
 
 
 class UserError(click.ClickException):

@@ -49,7 +49,7 @@ def writes(*names: str):
     def decorate(command):
         @functools.wraps(command)
         def wrapper(*args, **kwargs):
-            from skild_phys import outputs
+            from skild_base import outputs
 
             with contextlib.ExitStack() as stack:
                 for name in names:

@@ -10,7 +10,7 @@ from skild_phys.cli.common import writes
 
 
 def _ints(text: str | None, what: str) -> list[int] | None:
-    from skild_phys.errors import InputError
+    from skild_base.errors import InputError
 
     if text is None:
         return None
@@ -21,7 +21,7 @@ def _ints(text: str | None, what: str) -> list[int] | None:
 
 
 def _sizes(text: str | None) -> list[int] | None:
-    from skild_phys.errors import InputError
+    from skild_base.errors import InputError
 
     sizes = _ints(text, "--sizes")
     if sizes is not None and (not sizes or min(sizes) < 1):
@@ -30,7 +30,7 @@ def _sizes(text: str | None) -> list[int] | None:
 
 
 def _window(text: str | None, what: str) -> tuple[float, float] | None:
-    from skild_phys.errors import InputError
+    from skild_base.errors import InputError
 
     if text is None:
         return None
@@ -73,10 +73,11 @@ def correlators(stores, sizes, labels, out, plot_path, project, kappa4_window, k
 
     import numba
 
-    from skild_phys import outputs
-    from analysis.observables import (BlockingWarning, correlators as run, format_table,
-                                      write_dataset)
-    from skild_phys.errors import InputError
+    from analysis.observables import BlockingWarning, format_table
+    from ising.measure import correlators as run
+    from ising.measure import write_dataset
+    from skild_base import outputs
+    from skild_base.errors import InputError
 
     outputs.check_file(out, (".nc", ".zarr"), "--out", overwrite, kind=outputs.CORRELATORS, inputs=stores)
     if plot_path is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from skild_phys.cli.common import FINITE, writes
-
 from skild_phys.cli.model import _device, _sampler_options, _set_threads, _speed_options, _threads
 
 
@@ -57,7 +56,8 @@ def evaluate(run, truth, out, samples, gen_samples, steps, factor, protocols, ba
     import warnings
 
     from analysis.observables import BlockingWarning
-    from skild_phys.evaluate import BASELINES, PROTOCOLS, TABLE_FILE, EvalSettings, evaluate as run_evaluation
+    from skild_phys.reports.evaluate import BASELINES, PROTOCOLS, TABLE_FILE, EvalSettings
+    from skild_phys.reports.evaluate import evaluate as run_evaluation
 
     _set_threads(threads)
     chosen = tuple(b for b in (baselines or BASELINES) if b != "none")
@@ -70,7 +70,7 @@ def evaluate(run, truth, out, samples, gen_samples, steps, factor, protocols, ba
         warnings.simplefilter("ignore", BlockingWarning)  # model stores: independent samples by construction
         ds = run_evaluation(run, truth, out, settings, device=device, overwrite=overwrite, progress=not quiet,
                             log=lambda m: click.echo(m, err=True))
-    from skild_phys.evaluate import format_fidelity
+    from skild_phys.reports.evaluate import format_fidelity
 
     click.echo(format_fidelity(ds))
     click.echo(f"wrote {out}/{TABLE_FILE}, {out}/fidelity.nc and {out}/fidelity.png")

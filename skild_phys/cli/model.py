@@ -32,7 +32,7 @@ def _sampler_options(command):
 def _set_threads(threads):
     import torch
 
-    from skild_phys.errors import InputError
+    from skild_base.errors import InputError
 
     if threads is not None:
         if threads < 1:
@@ -42,7 +42,7 @@ def _set_threads(threads):
 
 def _shape(channels, blocks, attention, mid_attention) -> dict:
     """Network shape overrides from the train options (only those given)."""
-    from skild_phys.errors import InputError
+    from skild_base.errors import InputError
 
     shape = {}
     if channels is not None:
@@ -129,21 +129,21 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
     import contextlib
     import os
 
-    from skild_phys import outputs
-    from skild_phys.errors import InputError
+    from skild_base import outputs
+    from skild_base.errors import InputError
 
     if k_c is not None and not k_c >= 0:
         raise InputError(f"--k-c must be 0 or positive, got {k_c:g}")
-    from skild_phys.model import pick_device
+    from skild_phys.methods.skild import pick_device
 
     pick_device(device)  # a device this machine lacks is refused before the run directory exists
     _set_threads(threads)
-    import skild_phys.images  # noqa: F401  (registers the cifar10: and imagefolder: adapters)
+    import skild_phys.data.images  # noqa: F401  (registers the cifar10: and imagefolder: adapters)
 
     inputs = (data_spec, val_data)
     main = int(os.environ.get("RANK", "0")) == 0  # torchrun's rank; one process writes the run directory
     if main:  # the run directory is checked before any data are read
-        from skild_phys.train import RUN_HINT
+        from skild_phys.training.train import RUN_HINT
 
         outputs.claim(run, outputs.RUN, overwrite=overwrite, resume=resume, inputs=inputs, hint=RUN_HINT)
     with outputs.lock(run) if main else contextlib.nullcontext():
@@ -157,10 +157,11 @@ def _train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, 
            ema_decay, seed, no_augment, checkpoint_every, log_every, resume, overwrite, model_kind, parameterization,
            lr_decay, n_sampling, channels, blocks, attention, mid_attention, val_data, val_samples, val_every, quiet,
            device, inputs, precision="fp32", compile_net=False):
-    from skild_phys import ddp
-    from skild_phys.data import open_dataset
+    from skild_phys.data.adapters import open_dataset
     from skild_phys.methods import get_method
-    from skild_phys.train import TrainSettings, data_defaults, prepare_run_dir, train as run_training
+    from skild_phys.training import ddp
+    from skild_phys.training.train import TrainSettings, data_defaults, prepare_run_dir
+    from skild_phys.training.train import train as run_training
 
     dataset = open_dataset(data_spec, size=size)
     defaults = data_defaults(dataset)
@@ -183,7 +184,7 @@ def _train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, 
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; state saved, continue with the same command plus --resume") from None
     if ranks.main:
-        click.echo(f"trained to step {config['train']['steps']}: loss {record.get('loss', float('nan')):.4f}; "
+        click.echo(f"trained to step {config.train['steps']}: loss {record.get('loss', float('nan')):.4f}; "
                    f"checkpoint {run_dir}/model.pt")
 
 
@@ -207,14 +208,14 @@ def _train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, 
 def generate(run, samples, out, steps, seed, batch, variance, keep_field, sampler, eta, spacing, precision,
              compile_net, overwrite, quiet, device, threads):
     """Generate configurations from noise (reverse chain from n = N)."""
-    from skild_phys.errors import InputError
+    from skild_base.errors import InputError
     from skild_phys.methods import load_trained
-    from skild_phys.sample import generation_start, run_sampler
+    from skild_phys.sampling.lattice import generation_start, run_sampler
 
     _set_threads(threads)
     model = load_trained(run, device, precision, compile_net)
-    if model.config.get("data_kind") == "image":
-        from skild_phys.image_sampling import generate_images
+    if model.config.data_kind == "image":
+        from skild_phys.sampling.images import generate_images
 
         generate_images(out, model, samples, steps, seed=seed, batch=batch, variance=variance, overwrite=overwrite,
                         progress=not quiet, log=lambda m: click.echo(m, err=True))
@@ -264,15 +265,15 @@ def generate(run, samples, out, steps, seed, batch, variance, keep_field, sample
 def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, steps, seed, batch, variance, keep_field,
              sampler, eta, spacing, precision, compile_net, overwrite, quiet, device, threads):
     """Super-resolve configurations by the reverse chain from n0, where r(n0) = H / factor."""
-    from skild_phys.data import LatticeStore
-    from skild_phys.errors import InputError
+    from skild_base.errors import InputError
+    from skild_phys.data.adapters import LatticeStore
     from skild_phys.methods import at_data_size, load_trained, superres_start_for
 
     if (hr is None) == (lr is None):
         raise InputError("give exactly one of --data (high-resolution store) or --lowres (coarse store)")
     _set_threads(threads)
     model = load_trained(run, device, precision, compile_net)
-    if model.config.get("data_kind") == "image":
+    if model.config.data_kind == "image":
         _superres_images(model, hr, lr, bicubic, factor, out, samples, steps, seed, batch, variance, overwrite, quiet)
         return
     if len(factor) != 1:
@@ -288,8 +289,8 @@ def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, steps, se
     start = superres_start_for(model, dataset, factor, lowres=lr is not None, lowres_start=lowres_start)
     attrs = {"mode": "superres", "source": str(hr or lr), "factor": factor, "checkpoint": str(run),
              "input": f"lowres-{lowres_start}" if lr else "forward-marginal",
-             **({"trained_L": model.config["transfer"]["trained_H"]} if "transfer" in model.config else {})}
-    from skild_phys.sample import run_sampler
+             **({"trained_L": model.config.transfer["trained_H"]} if model.config.transfer else {})}
+    from skild_phys.sampling.lattice import run_sampler
 
     run_sampler(out, model, start, n, attrs, steps, seed=seed, batch=batch, keep_field=keep_field, variance=variance,
                 overwrite=overwrite, progress=not quiet, log=lambda m: click.echo(m, err=True), sampler=sampler,
@@ -299,15 +300,15 @@ def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, steps, se
 
 def _superres_images(model, hr, lr, bicubic, factors, out, samples, steps, seed, batch, variance, overwrite, quiet):
     """`superres` for an image checkpoint: PNG folders per factor, metrics.json and factors.png in OUT."""
-    import skild_phys.images  # noqa: F401  (registers the cifar10: and imagefolder: adapters)
-    from skild_phys.data import open_dataset
-    from skild_phys.errors import InputError
-    from skild_phys.image_sampling import superres_images
-    from skild_phys.images import lowres_side
+    import skild_phys.data.images  # noqa: F401  (registers the cifar10: and imagefolder: adapters)
+    from skild_base.errors import InputError
+    from skild_phys.data.adapters import open_dataset
+    from skild_phys.data.images import lowres_side
+    from skild_phys.sampling.images import superres_images
 
     if lr is not None and (bicubic or len(factors) != 1):
         raise InputError("--lowres images have one size: give one --factor and no --bicubic")
-    H = model.config["H"]
+    H = model.config.H
     dataset = open_dataset(hr, size=H) if hr else open_dataset(lr, size=lowres_side(H, factors[0]))
     source = "lowres" if lr else ("bicubic" if bicubic else "marginal")
     record = superres_images(out, model, dataset, factors, source, samples, steps, seed=seed, batch=batch,
@@ -337,11 +338,11 @@ def metrics(pred, ref, size, out, overwrite):
     import numpy as np
     import torch
 
-    import skild_phys.images  # noqa: F401  (registers the cifar10: and imagefolder: adapters)
-    from skild_phys.data import open_dataset
-    from skild_phys.errors import InputError
-    from skild_phys.metrics import image_metrics
-    from skild_phys import outputs
+    import skild_phys.data.images  # noqa: F401  (registers the cifar10: and imagefolder: adapters)
+    from skild_base import outputs
+    from skild_base.errors import InputError
+    from skild_phys.data.adapters import open_dataset
+    from skild_phys.reports.metrics import image_metrics
 
     if out:
         outputs.check_file(out, (".json",), "--out", overwrite, kind=outputs.METRICS, inputs=(pred, ref))

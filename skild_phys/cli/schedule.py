@@ -20,7 +20,7 @@ def _plot(path, preset) -> None:
     """ᾱ over (|k|, n) with the resolved cutoff k*(n), and r(n)."""
     import matplotlib
 
-    from skild_phys import outputs
+    from skild_base import outputs
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -69,9 +69,9 @@ def schedule(name, H, resolutions, factors, as_json, plot_path, overwrite):
     r(n) = √(ln(1+1/τ)/λ_n) / (√2 π); the start step n0 for a target r is the first
     (smallest) n with r(n) ≤ r.
     """
-    from skild_phys import outputs
-    from skild_phys.errors import InputError
-    from skild_phys.presets import get_preset
+    from skild_base import outputs
+    from skild_base.errors import InputError
+    from skild_phys.process.presets import get_preset
 
     if plot_path is not None:
         outputs.check_file(plot_path, (".png", ".pdf"), "--plot", overwrite, kind=outputs.PLOT)

@@ -60,7 +60,7 @@ def simulate(L, samples, out, T, beta, seed, chains, threads, workers, scheduler
     from ising.exact import BETA_C
     from ising.simulate import SimulationParams, run_simulation
     from ising.sweep import sweep_points
-    from skild_phys.errors import InputError
+    from skild_base.errors import InputError
 
     if T is not None and beta is not None:
         raise InputError("give either --T or --beta, not both")

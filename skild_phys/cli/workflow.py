@@ -9,7 +9,7 @@ def parse_vars(pairs) -> dict:
     """--var NAME=VALUE pairs as a dict; values parse as TOML (numbers, booleans), else strings."""
     import tomllib
 
-    from skild_phys.errors import InputError
+    from skild_base.errors import InputError
 
     out = {}
     for pair in pairs:
@@ -32,7 +32,7 @@ def run_workflow(workflow_file, dry_run, force, variables):
     """Run a declarative workflow: each stage a skild-phys command; finished stages are skipped,
     interrupted ones resumed."""
     from skild_phys import workflow
-    from skild_phys.report import make_report
+    from skild_phys.reports.report import make_report
 
     wf = workflow.load(workflow_file, parse_vars(variables))
     records = workflow.execute(wf, set(force), dry_run=dry_run, echo=click.echo)
@@ -45,7 +45,7 @@ def run_workflow(workflow_file, dry_run, force, variables):
 @click.option("--title", default=None, help="Report title [default: the directory name].")
 def report(run_dir, title):
     """(Re)generate RUN_DIR/report.md from a workflow run's records and correlator outputs."""
-    from skild_phys.report import make_report
+    from skild_phys.reports.report import make_report
 
     click.echo(f"wrote {make_report(run_dir, title)}")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from skild_phys.errors import InputError
+from skild_base.errors import InputError
 
 USE_FILE = "model.pt"
 RESUME_FILE = "resume.pt"

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from skild_phys.errors import InputError
+from skild_base.errors import InputError
 
 _ADAPTERS: dict[str, Callable] = {}
 

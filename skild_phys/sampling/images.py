@@ -19,15 +19,24 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from skild_phys import __version__, checkpoint, outputs
-from skild_phys.basis import Basis
-from skild_phys.errors import InputError
-from skild_phys.images import bicubic_resize, embed_lowres, image_grid, lowres_side, save_png, save_pngs
-from skild_phys.metrics import ImageScores
-from skild_phys.model import TrainedModel
-from skild_phys.process import per_sample_generators
-from skild_phys.sample import (chain_steps_for, final_samples, generation_start, marginal_start, sample_seeds,
-                               start_step_for_factor, superres_start)
+from skild_base import outputs
+from skild_base.errors import InputError
+from skild_phys import __version__
+from skild_phys.data.images import bicubic_resize, embed_lowres, image_grid, lowres_side, save_png, save_pngs
+from skild_phys.methods.skild import TrainedModel
+from skild_phys.process.basis import Basis
+from skild_phys.process.diffusion import per_sample_generators
+from skild_phys.reports.metrics import ImageScores
+from skild_phys.sampling.lattice import (
+    chain_steps_for,
+    final_samples,
+    generation_start,
+    marginal_start,
+    sample_seeds,
+    start_step_for_factor,
+    superres_start,
+)
+from skild_phys.training import checkpoint
 
 SOURCES = ("marginal", "bicubic", "lowres")
 GRID_IMAGES = 8  # images per row of a grid
@@ -71,12 +80,12 @@ def superres_images(out, model: TrainedModel, dataset, factors, source: str = "m
         raise InputError("real low-resolution inputs have one size: give exactly one --factor")
     if source != "marginal" and model.process.basis.name != "dct":
         raise InputError("real low-resolution inputs need a DCT-basis checkpoint")
-    if dataset.channels != model.config["channels"]:
-        raise InputError(f"data have {dataset.channels} channels, the checkpoint expects {model.config['channels']}")
+    if dataset.channels != model.config.channels:
+        raise InputError(f"data have {dataset.channels} channels, the checkpoint expects {model.config.channels}")
     n = len(dataset) if n_samples is None else n_samples
     if not 1 <= n <= len(dataset):
         raise InputError(f"--samples must be between 1 and {len(dataset)}")
-    H, W = model.config["H"], model.config["W"]
+    H, W = model.config.H, model.config.W
     params = {"mode": "superres", "source": source, "data": getattr(dataset, "spec", ""), "factors": factors,
               "checkpoint": model.digest, "n_samples": n, "seed": seed, "steps": steps, "variance": variance}
     out, done = _prepare(out, params, n, batch, overwrite, log, inputs=(model.path, params["data"]))
@@ -129,7 +138,7 @@ def superres_images(out, model: TrainedModel, dataset, factors, source: str = "m
 
 def _lowres_start(model: TrainedModel, dataset, factor: float, downsample: bool):
     """Start at n0 from the forward marginal of the embedded low-resolution input (downsampled HR or given LR)."""
-    H, W = model.config["H"], model.config["W"]
+    H, W = model.config.H, model.config.W
     h = lowres_side(H, factor)
     n0 = start_step_for_factor(model, factor)
     lr_basis = Basis.dct(h, h)
@@ -144,7 +153,7 @@ def _lowres_start(model: TrainedModel, dataset, factor: float, downsample: bool)
 
 def _samples(model, start, n, chain, seed, batch, variance, folder: Path, progress):
     """Yield (indices, x in [−1, 1], float32) batch by batch, after writing FOLDER/*.png and FOLDER.npy."""
-    C, H, W = model.config["channels"], model.config["H"], model.config["W"]
+    C, H, W = model.config.channels, model.config.H, model.config.W
     folder.mkdir(parents=True, exist_ok=True)
     array = np.lib.format.open_memmap(folder.with_suffix(".npy"), mode="w+", dtype=np.float32, shape=(n, C, H, W))
     with tqdm(total=n, unit="image", disable=not progress, dynamic_ncols=True) as bar:
@@ -180,7 +189,7 @@ def plot_factors(results: dict, examples: dict, path, source: str) -> Path:
     """One figure across factors: input, bicubic, SKILD (and HR) for a few images; mean PSNR/SSIM per factor."""
     from matplotlib.figure import Figure
 
-    from skild_phys.images import to_uint8
+    from skild_phys.data.images import to_uint8
 
     keys = list(results)
     columns = list(examples[keys[0]])
@@ -211,8 +220,8 @@ def plot_factors(results: dict, examples: dict, path, source: str) -> Path:
 
 
 def _check_image_model(model: TrainedModel) -> None:
-    if model.config.get("model", "skild") != "skild":
-        raise InputError(f"image sampling supports SKILD checkpoints, not {model.config['model']}")
+    if model.config.model != "skild":
+        raise InputError(f"image sampling supports SKILD checkpoints, not {model.config.model}")
 
 
 def _prepare(out, params: dict, n: int, batch: int, overwrite: bool, log, inputs=()):

@@ -11,7 +11,7 @@ import xarray as xr
 
 from analysis.moments import MOMENT_NAMES
 from analysis.observables import deviation_sigma, paired_sigma
-from skild_phys.errors import InputError
+from skild_base.errors import InputError
 from skild_phys.workflow import RECORD_DIR
 
 REPORT_FILE = "report.md"
@@ -81,7 +81,7 @@ def _G_table(ds: xr.Dataset) -> list[str]:
 
 
 def _train_summary(rec: dict) -> list[str]:
-    from skild_phys.checkpoint import read_log  # imports torch: only where a training stage is reported
+    from skild_phys.training.checkpoint import read_log  # imports torch: only where a training stage is reported
 
     run = Path(rec["out"])
     cfg_file = run / "config.json"

@@ -4,7 +4,7 @@ One long, linear function in sections, as in EDM's training loop.  A run directo
 resolved configuration, the "use" and "resume" artifacts and an append-only JSONL log.
 Killed and resumed training reproduces uninterrupted training exactly: every random
 stream (data order, augmentations, steps n, noise ε) is restored from the resume artifact.
-Under torchrun the same loop runs data-parallel (skild_phys/ddp.py); rank 0 writes.
+Under torchrun the same loop runs data-parallel (skild_phys/training/ddp.py); rank 0 writes.
 """
 
 from __future__ import annotations
@@ -23,11 +23,21 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from skild_phys import __version__, checkpoint, ddp, outputs
-from skild_phys.errors import InputError
-from skild_phys.model import (PRECISIONS, accelerate, block_mean_scale, build_network, build_process,
-                              estimate_spectrum, network_denoiser, resolve_schedule)
-from skild_phys.unet import CONFIGS, build_unet
+from skild_base import outputs
+from skild_base.errors import InputError
+from skild_phys import __version__
+from skild_phys.config import RunConfig
+from skild_phys.methods.skild import (
+    block_mean_scale,
+    build_network,
+    build_process,
+    estimate_spectrum,
+    network_denoiser,
+    resolve_schedule,
+)
+from skild_phys.networks.precision import PRECISIONS, accelerate
+from skild_phys.networks.unet import CONFIGS, build_unet
+from skild_phys.training import checkpoint, ddp
 
 # Settings that may change between a run and its resumption (the rest must match).
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "device", "val_data", "val_samples", "val_every",
@@ -128,23 +138,23 @@ def resolve_config(dataset, preset: str, factor: float, k_c: float | None, net: 
         raise InputError(f"training needs square images, got {dataset.height}x{dataset.width}")
     schedule, preset_name = resolve_schedule(preset, dataset.height, factor, k_c)
     S0, spectrum_info = estimate_spectrum(dataset, spectrum, basis)
-    config = {
-        "model": "skild",
-        "parameterization": parameterization,
-        "version": __version__,
-        "H": dataset.height,
-        "W": dataset.width,
-        "channels": dataset.channels,
-        "data_kind": dataset.kind,
-        "data": {**dataset.provenance(), "block_mean_abs": block_mean_scale(dataset)},
-        "preset": preset_name,
-        "factor": factor,
-        "schedule": schedule.to_dict(),
-        "basis": basis,
-        "spectrum": spectrum_info,
-        "net": net_entry,
-        "train": asdict(settings),
-    }
+    config = RunConfig(
+        model="skild",
+        parameterization=parameterization,
+        version=__version__,
+        H=dataset.height,
+        W=dataset.width,
+        channels=dataset.channels,
+        data_kind=dataset.kind,
+        data={**dataset.provenance(), "block_mean_abs": block_mean_scale(dataset)},
+        preset=preset_name,
+        factor=factor,
+        schedule=schedule.to_dict(),
+        basis=basis,
+        spectrum=spectrum_info,
+        net=net_entry,
+        train=asdict(settings),
+    )
     return config, S0
 
 
@@ -185,14 +195,14 @@ def prepare_run_dir(run, resume: bool, overwrite: bool, inputs=()) -> Path:
     return run
 
 
-def train(run, dataset, config: dict, S0, resume: bool = False, progress: bool = True, log=print,
+def train(run, dataset, config: RunConfig, S0, resume: bool = False, progress: bool = True, log=print,
           objective=None) -> dict:
     """Train (or continue) the run in RUN on `dataset`; returns the final log record.
 
     objective(net, process, x0, generator, n=None) -> per-sample loss (n: fixed steps, else drawn);
     default: the SKILD ε-MSE.
     """
-    settings = TrainSettings(**config["train"])
+    settings = TrainSettings(**config.train)
     settings.validate()
     run = Path(run)
     ranks = ddp.current()
@@ -213,7 +223,7 @@ def train(run, dataset, config: dict, S0, resume: bool = False, progress: bool =
     step = 0
     if resume:
         art = checkpoint.load_resume(run)
-        _check_resumable(art["config"], config)
+        _check_resumable(art["config"], config.to_dict())
         S0 = art["S0"]
         net.load_state_dict(art["model"])
         ema.load_state_dict(art["ema"])
@@ -229,13 +239,13 @@ def train(run, dataset, config: dict, S0, resume: bool = False, progress: bool =
             return _last_loss_record(run)
         log(f"resuming {run} at step {step}")
     process = build_process(config, S0).to(device)
-    param = config.get("parameterization", "eps")
+    param = config.parameterization
     objective = objective or (lambda net_, proc, x0, g, n=None: proc.loss(network_denoiser(net_, proc, param), x0, g, n))
     validate = validation(dataset, process, objective, settings, device) if ranks.main else None
     n_sr = sr_range(config, process)
     model = accelerate(ddp.wrap(net, ranks), device, settings.precision, settings.compile)
     if ranks.main:
-        checkpoint.write_json(config, run / checkpoint.CONFIG_FILE)
+        checkpoint.write_json(config.to_dict(), run / checkpoint.CONFIG_FILE)
 
     def save() -> None:
         rng_states = ddp.gather((gen.get_state(), json.dumps(data_rng.bit_generator.state)), ranks)
@@ -243,7 +253,7 @@ def train(run, dataset, config: dict, S0, resume: bool = False, progress: bool =
             return
         S0_t = torch.as_tensor(S0, dtype=torch.float64)
         resume_state = {
-            "config": json.dumps(config), "S0": S0_t, "step": step, "model": net.state_dict(),
+            "config": json.dumps(config.to_dict()), "S0": S0_t, "step": step, "model": net.state_dict(),
             "ema": ema.state_dict(), "optimizer": opt.state_dict(), "lr_schedule": warm.state_dict(),
             "torch_rng": gen.get_state(), "data_rng": json.dumps(data_rng.bit_generator.state),
         }
@@ -251,13 +261,13 @@ def train(run, dataset, config: dict, S0, resume: bool = False, progress: bool =
             resume_state.update({"world": ranks.world, "rank_torch_rng": [t for t, _ in rng_states],
                                  "rank_data_rng": [d for _, d in rng_states]})
         checkpoint.atomic_save(resume_state, run / checkpoint.RESUME_FILE)
-        checkpoint.atomic_save({"config": json.dumps(config), "S0": S0_t, "step": step,
+        checkpoint.atomic_save({"config": json.dumps(config.to_dict()), "S0": S0_t, "step": step,
                                 "ema": ema.module.state_dict()}, run / checkpoint.USE_FILE)
 
     # ---- loop ---------------------------------------------------------------------------- #
     n_params = sum(p.numel() for p in net.parameters())
-    log(f"training {config['net']['name']} U-Net ({n_params:,} parameters) on {len(dataset)} samples "
-        f"of {config['channels']}x{config['H']}x{config['W']}, device {device}, steps {step} -> {settings.steps}"
+    log(f"training {config.net['name']} U-Net ({n_params:,} parameters) on {len(dataset)} samples "
+        f"of {config.channels}x{config.H}x{config.W}, device {device}, steps {step} -> {settings.steps}"
         + (f", {ranks.world} processes of batch {batch}" if ranks.world > 1 else ""))
     bar = tqdm(total=settings.steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     window_loss, window_t, window_n = 0.0, time.perf_counter(), 0
@@ -309,12 +319,12 @@ def _last_loss_record(run) -> dict:
     return next((r for r in reversed(checkpoint.read_log(run)) if "loss" in r), {})
 
 
-def sr_range(config: dict, process) -> int:
+def sr_range(config: RunConfig, process) -> int:
     """Largest step a super-resolution chain of the run's factor starts from (N for SR3, which starts there)."""
-    if config.get("model", "skild") != "skild":
+    if config.model != "skild":
         return process.N
     try:
-        return process.schedule.start_step(config["H"] / config["factor"])
+        return process.schedule.start_step(config.H / config.factor)
     except (ValueError, KeyError, TypeError):
         return process.N
 
@@ -344,8 +354,8 @@ def validation(dataset, process, objective, settings: TrainSettings, device):
     """
     if settings.val_data is None:
         return None
-    from skild_phys.data import open_dataset
-    from skild_phys.process import gaussian_denoiser
+    from skild_phys.data.adapters import open_dataset
+    from skild_phys.process.diffusion import gaussian_denoiser
 
     held = open_dataset(settings.val_data)
     if (held.channels, held.height, held.width) != (dataset.channels, dataset.height, dataset.width):

@@ -22,7 +22,7 @@ import os
 import shutil
 from pathlib import Path
 
-from skild_phys.errors import InputError
+from skild_base.errors import InputError
 
 TAG = "skild-phys"  # written into the metadata of every plot
 KIND_ATTR = "skild_phys_kind"

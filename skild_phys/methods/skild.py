@@ -14,14 +14,18 @@ import numpy as np
 import torch
 
 from analysis.spectrum import fit_power_law, radial_spectrum
-from skild_phys import checkpoint
-from skild_phys.basis import Basis, block_mean
-from skild_phys.errors import InputError
-from skild_phys.presets import get_preset, preset_from_rule
-from skild_phys.process import Process
-from skild_phys.schedule import Schedule
-from skild_phys.spectrum import S0_from_fit, mode_variance
-from skild_phys.unet import build_unet
+from ising.lattice import block_mean
+from skild_base.errors import InputError
+from skild_phys.config import RunConfig
+from skild_phys.networks.precision import accelerate
+from skild_phys.networks.unet import build_unet
+from skild_phys.process.basis import Basis
+from skild_phys.process.diffusion import Process
+from skild_phys.process.presets import get_preset, preset_from_rule
+from skild_phys.process.schedule import Schedule
+from skild_phys.process.spectrum import S0_from_fit, mode_variance
+from skild_phys.process.transfer import transferred_process
+from skild_phys.training import checkpoint
 
 SPECTRUM_SAMPLES = 10000  # samples used to estimate S0 (the first ones of the training set)
 
@@ -108,59 +112,20 @@ def block_mean_scale(dataset, max_samples: int = SPECTRUM_SAMPLES) -> dict[str, 
     return {str(f): float(block_mean(x, f).abs().mean()) for f in range(2, H + 1) if H % f == 0 and W % f == 0}
 
 
-def build_process(config: dict, S0) -> Process:
+def build_process(config: RunConfig, S0) -> Process:
     """The SKILD process of a configuration (basis, schedule) with spectrum S0."""
-    basis = Basis.named(config["basis"], config["H"], config["W"])
-    return Process(basis, Schedule(**config["schedule"]), torch.as_tensor(S0, dtype=torch.float64))
+    basis = Basis.named(config.basis, config.H, config.W)
+    return Process(basis, Schedule(**config.schedule), torch.as_tensor(S0, dtype=torch.float64))
 
 
-def build_network(config: dict) -> torch.nn.Module:
+def build_network(config: RunConfig) -> torch.nn.Module:
     """The U-Net of a configuration (weights freshly initialised)."""
-    net = config["net"]
-    return build_unet(net["name"], in_channels=config["channels"], out_channels=config["channels"],
+    net = config.net
+    return build_unet(net["name"], in_channels=config.channels, out_channels=config.channels,
                       cond_channels=net.get("cond_channels", 0), periodic=net["periodic"], overrides=net.get("shape"))
 
 
 PARAMETERIZATIONS = ("v", "eps")
-PRECISIONS = ("fp32", "bf16", "tf32")
-
-
-class AutocastNet(torch.nn.Module):
-    """The network's forward under bf16 autocast, returning float32; the process stays float64.
-
-    Only the network runs in reduced precision: the basis transforms, the schedule's tables
-    and the chain's arithmetic keep their dtypes (autocast never touches float64, and the
-    output is cast back before any of them sees it).
-    """
-
-    def __init__(self, net: torch.nn.Module, device_type: str):
-        super().__init__()
-        self.net, self.device_type = net, device_type
-
-    def forward(self, x, n, cond=None):
-        with torch.autocast(device_type=self.device_type, dtype=torch.bfloat16):
-            out = self.net(x, n, cond)
-        return out.float()
-
-
-def accelerate(net: torch.nn.Module, device: torch.device, precision: str = "fp32", compile: bool = False):
-    """The network as it runs: bf16 autocast and/or torch.compile on request; TF32 matmuls for "tf32".
-
-    fp32 (the default) is the network untouched.  "tf32" lets CUDA matmuls and convolutions use
-    TensorFloat-32 (no effect on CPU).  The weights are shared with `net`, so saving and the
-    EMA see the same parameters.
-    """
-    if precision not in PRECISIONS:
-        raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "tf32" and device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    out = AutocastNet(net, device.type) if precision == "bf16" else net
-    if compile:
-        out = torch.compile(out)
-    return out
-
-
 def network_denoiser(net, process: Process, parameterization: str, cond: torch.Tensor | None = None):
     """ε̂(x_n, n) in pixel space from a network, under the run's output parameterization.
 
@@ -191,7 +156,7 @@ def network_denoiser(net, process: Process, parameterization: str, cond: torch.T
 class TrainedModel:
     """EMA network + process of a checkpoint, ready for sampling."""
 
-    config: dict
+    config: RunConfig
     process: Process
     net: torch.nn.Module
     digest: str
@@ -201,7 +166,7 @@ class TrainedModel:
     def eps_hat(self, x: torch.Tensor, n: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Noise estimate in pixel space; the network runs in float32, the chain keeps x's dtype."""
         with torch.no_grad():
-            return network_denoiser(self.net, self.process, self.config.get("parameterization", "eps"), cond)(x, n)
+            return network_denoiser(self.net, self.process, self.config.parameterization, cond)(x, n)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -228,7 +193,7 @@ def pick_device(name: str = "auto") -> torch.device:
 def load_model(run, device: str = "auto", precision: str = "fp32", compile: bool = False) -> TrainedModel:
     """Load the "use" artifact of RUN (EMA weights) onto `device` (network precision: see `accelerate`)."""
     art = checkpoint.load_use(run)
-    config = art["config"]
+    config = RunConfig.from_dict(art["config"])
     dev = pick_device(device)
     net = build_network(config)
     try:
@@ -239,3 +204,30 @@ def load_model(run, device: str = "auto", precision: str = "fp32", compile: bool
     process = build_process(config, art["S0"]).to(dev)
     return TrainedModel(config, process, accelerate(net, dev, precision, compile), checkpoint.file_digest(run), dev,
                         str(checkpoint.resolve(run)))
+
+
+def transfer_allowed(config: RunConfig, H: int, W: int) -> None:
+    """One-sentence refusal of a size the checkpoint cannot serve."""
+    if config.model != "skild":
+        raise InputError(f"a {config.model} checkpoint runs only at its training size "
+                         f"{config.H}x{config.W}; size transfer needs a SKILD checkpoint")
+    if not config.net.get("periodic"):
+        raise InputError("this checkpoint was trained with open boundaries; size transfer needs a periodic "
+                         "(circular-padding) network")
+    if config.H != config.W or H != W:
+        raise InputError(f"size transfer needs square grids, got {config.H}x{config.W} -> {H}x{W}")
+    if H < config.H:
+        raise InputError(f"{H}x{W} is smaller than the checkpoint's {config.H}x{config.W}; "
+                         "size transfer goes to larger lattices")
+
+
+def at_size(model: TrainedModel, H: int, W: int) -> TrainedModel:
+    """The trained model on an H×W grid in lattice units: same network, transferred process."""
+    config = model.config
+    if (H, W) == (config.H, config.W):
+        return model
+    transfer_allowed(config, H, W)
+    process = transferred_process(model.process, H, W)
+    new_config = config.replace(H=H, W=W, schedule=process.schedule.to_dict(),
+                                transfer={"trained_H": config.H, "trained_W": config.W, "scale": H / config.H})
+    return TrainedModel(new_config, process, model.net, model.digest, model.device, model.path)

@@ -19,14 +19,16 @@ import torch
 from tqdm.auto import tqdm
 
 from ising import store
-from ising.lattice import energy_per_spin
-from skild_phys import __version__, outputs
-from skild_phys.basis import Basis, embed_low_modes
-from skild_phys.errors import InputError
-from skild_phys.lowres import BlockMeanConditional
-from skild_phys.model import TrainedModel
-from skild_phys.process import per_sample_generators, randn, respaced_steps
-from skild_phys.samplers import check_choice, choice_params, network_evaluations, placed_steps, sample_chain
+from ising.model import ISING
+from skild_base import outputs
+from skild_base.errors import InputError
+from skild_phys import __version__
+from skild_phys.methods.skild import TrainedModel
+from skild_phys.process.basis import Basis, embed_low_modes
+from skild_phys.process.diffusion import per_sample_generators, randn, respaced_steps
+from skild_phys.process.lowres import BlockMeanConditional
+from skild_phys.sampling.samplers import check_choice, choice_params, network_evaluations, placed_steps, sample_chain
+
 
 def sample_seeds(seed: int, indices) -> list[int]:
     """Per-sample 63-bit seeds derived from (seed, sample index) only."""
@@ -49,15 +51,15 @@ class StartSpec:
 
 def generation_start(model: TrainedModel) -> StartSpec:
     """Generation: n = N, X_N = √((1−ᾱ_N) S0) z."""
-    sch = model.config["schedule"]
-    if model.config.get("model", "skild") != "skild":
-        raise InputError(f"a {model.config['model']} checkpoint is a conditional super-resolution model; "
+    sch = model.config.schedule
+    if model.config.model != "skild":
+        raise InputError(f"a {model.config.model} checkpoint is a conditional super-resolution model; "
                          "use `superres` with it, not `generate`")
     if sch["k_c"] <= 0:
         raise InputError("this checkpoint's schedule has k_c = 0: the DC mode is never noised, so it cannot "
                          "generate from noise; train with --k-c > 0 (the auto preset uses k_c = pi)")
     p = model.process
-    shape = (model.config["channels"], model.config["H"], model.config["W"])
+    shape = (model.config.channels, model.config.H, model.config.W)
 
     def state(idx, gens):
         return p.prior((len(idx),) + shape, gens, dtype=torch.float64, device=model.device)
@@ -67,14 +69,14 @@ def generation_start(model: TrainedModel) -> StartSpec:
 
 def start_step_for_factor(model: TrainedModel, factor: float) -> int:
     """n0 where the effective resolution reaches H / factor; one-sentence error if unreachable."""
-    H = model.config["H"]
+    H = model.config.H
     if not factor > 1:
         raise InputError(f"--factor must be above 1 (it is the ratio of output to input side), got {factor:g}")
     if H / factor < 1:
         raise InputError(f"factor {factor:g} leaves a coarse grid of {H / factor:g} pixels per side; "
                          f"this {H}x{H} checkpoint super-resolves factors up to {H}")
     try:
-        return model.process.schedule.start_step(model.config["H"] / factor)
+        return model.process.schedule.start_step(model.config.H / factor)
     except ValueError as err:
         raise InputError(f"factor {factor:g} is not reachable with this checkpoint: {err}") from None
 
@@ -89,31 +91,31 @@ def superres_start(model: TrainedModel, dataset, factor: float, lowres: bool,
     A real low-resolution input (block means; ±1 block spins stand for block means of the
     training data's typical size E|block mean|) becomes a clean state either by Gaussian
     conditioning on the block means under the process's S0 ("conditional", any basis, see
-    skild_phys.lowres) or by placing its DCT coefficients in the low modes ("embed", DCT only).
+    skild_phys.process.lowres) or by placing its DCT coefficients in the low modes ("embed", DCT only).
     """
-    H = model.config["H"]
+    H = model.config.H
     n0 = start_step_for_factor(model, factor)
     p = model.process
-    if dataset.channels != model.config["channels"]:
-        raise InputError(f"data have {dataset.channels} channels, the checkpoint expects {model.config['channels']}")
+    if dataset.channels != model.config.channels:
+        raise InputError(f"data have {dataset.channels} channels, the checkpoint expects {model.config.channels}")
     if lowres_start not in LOWRES_STARTS:
         raise InputError(f"unknown low-resolution start {lowres_start!r}; choose one of {', '.join(LOWRES_STARTS)}")
     if not lowres:
-        if (dataset.height, dataset.width) != (H, model.config["W"]):
+        if (dataset.height, dataset.width) != (H, model.config.W):
             raise InputError(f"data are {dataset.height}x{dataset.width} but the checkpoint was trained at "
-                             f"{H}x{model.config['W']}; pass the coarse input with --lowres instead")
+                             f"{H}x{model.config.W}; pass the coarse input with --lowres instead")
 
         def to_modes(x, gens):
             return p.basis.forward(x)
     else:
         h = dataset.height
-        if h * factor != H or dataset.width * factor != model.config["W"]:
+        if h * factor != H or dataset.width * factor != model.config.W:
             raise InputError(f"low-resolution data are {h}x{dataset.width}; factor {factor:g} needs "
-                             f"{H / factor:g}x{model.config['W'] / factor:g} for this checkpoint")
+                             f"{H / factor:g}x{model.config.W / factor:g} for this checkpoint")
         # ±1 block spins estimate the block mean up to its typical size E|block mean| (training data)
         scale = 1.0
         if dataset.kind == "spins":
-            scale = model.config["data"].get("block_mean_abs", {}).get(str(int(factor)))
+            scale = model.config.data.get("block_mean_abs", {}).get(str(int(factor)))
             if scale is None:
                 raise InputError(f"the checkpoint has no block-spin scale for factor {factor:g}; coarsen with --rule mean")
         if lowres_start == "embed":
@@ -122,12 +124,12 @@ def superres_start(model: TrainedModel, dataset, factor: float, lowres: bool,
             lr_basis = Basis.named("dct", h, dataset.width)
 
             def to_modes(y, gens):
-                return embed_low_modes(lr_basis.forward(scale * y), H, model.config["W"])
+                return embed_low_modes(lr_basis.forward(scale * y), H, model.config.W)
         else:
             conditional = BlockMeanConditional(p.basis, p.S0.cpu(), int(round(factor)))
 
             def to_modes(y, gens):
-                z = randn((len(y), 1, H, model.config["W"]), gens, dtype=torch.float64, device=model.device)
+                z = randn((len(y), 1, H, model.config.W), gens, dtype=torch.float64, device=model.device)
                 return conditional.sample(scale * y, z)
 
     def clean_modes(idx, gens):
@@ -205,12 +207,12 @@ def run_sampler(out, model: TrainedModel, start: StartSpec, n_samples: int, attr
     if done == 0:
         same = existing is not None and existing.get("params") == params
         store.prepare_path(out, overwrite=overwrite or same, kind=outputs.SAMPLES, inputs=inputs)
-        H, W, C = model.config["H"], model.config["W"], model.config["channels"]
+        H, W, C = model.config.H, model.config.W, model.config.channels
         if C != 1:
             raise InputError("lattice stores hold one channel; use the image commands for RGB models")
-        data_attrs = model.config["data"].get("data_attrs", {})
+        data_attrs = model.config.data.get("data_attrs", {})
         full = {"model": attrs.get("mode", "skild"), "L": H, "beta": data_attrs.get("beta"), "J": 1.0,
-                "boundary": "periodic" if model.config["net"]["periodic"] else "open",
+                "boundary": "periodic" if model.config.net["periodic"] else "open",
                 "checkpoint_digest": model.digest, "start_step": chain_steps[0], "reverse_steps": len(chain_steps) - 1,
                 "variance": variance, "seed": seed, "params": params, "skild_phys_version": __version__,
                 "sampler": sampler, "network_evaluations": network_evaluations(sampler, len(chain_steps) - 1),
@@ -224,8 +226,8 @@ def run_sampler(out, model: TrainedModel, start: StartSpec, n_samples: int, attr
         for idx, seeds, x in final_samples(model, start, np.arange(done, n_samples), chain_steps, seed, batch,
                                            variance, sampler, eta):
             x = x[:, 0].cpu().numpy()
-            spins = np.where(x >= 0, 1, -1).astype(np.int8)
-            arrays = {"spins": spins, "energy": energy_per_spin(spins), "magnetization": spins.mean(axis=(1, 2)),
+            spins = ISING.project(x)
+            arrays = {"spins": spins, **ISING.observables(spins),
                       "seed": np.array(seeds, dtype=np.int64), "source_index": start.source_index(idx)}
             if keep_field:
                 arrays["field"] = x.astype(np.float32)

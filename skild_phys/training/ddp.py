@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from skild_phys.errors import InputError
-from skild_phys.model import pick_device
+from skild_base.errors import InputError
+from skild_phys.methods.skild import pick_device
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass, replace
 
 from analysis.spectrum import PowerLawFit
-from skild_phys.errors import InputError
-from skild_phys.schedule import Schedule
+from skild_base.errors import InputError
+from skild_phys.process.schedule import Schedule
 
 
 def preset_from_rule(H: int, r_lr: float, theta: float, tau: float, schedule: str = "linear",

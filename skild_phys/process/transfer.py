@@ -28,9 +28,10 @@ from dataclasses import replace as dc_replace
 import numpy as np
 from scipy.interpolate import RegularGridInterpolator
 
-from skild_phys.basis import Basis, fourier_frequency
-from skild_phys.errors import InputError
-from skild_phys.schedule import Schedule
+from analysis.spectrum import fourier_frequency
+from skild_base.errors import InputError
+from skild_phys.process.basis import Basis
+from skild_phys.process.schedule import Schedule
 
 LOW_SHELLS = 3  # lowest non-zero |k| shells of the training grid that fix the extrapolating power law
 
@@ -112,37 +113,15 @@ def transfer_spectrum(S0: np.ndarray, basis_name: str, H: int, W: int) -> np.nda
     return out
 
 
-def transfer_allowed(config: dict, H: int, W: int) -> None:
-    """One-sentence refusal of a size the checkpoint cannot serve."""
-    if config.get("model", "skild") != "skild":
-        raise InputError(f"a {config.get('model')} checkpoint runs only at its training size "
-                         f"{config['H']}x{config['W']}; size transfer needs a SKILD checkpoint")
-    if not config["net"].get("periodic"):
-        raise InputError("this checkpoint was trained with open boundaries; size transfer needs a periodic "
-                         "(circular-padding) network")
-    if config["H"] != config["W"] or H != W:
-        raise InputError(f"size transfer needs square grids, got {config['H']}x{config['W']} -> {H}x{W}")
-    if H < config["H"]:
-        raise InputError(f"{H}x{W} is smaller than the checkpoint's {config['H']}x{config['W']}; "
-                         "size transfer goes to larger lattices")
-
-
-def at_size(model, H: int, W: int):
-    """The trained model on an H×W grid in lattice units: same network, transferred process."""
+def transferred_process(process, H: int, W: int):
+    """The process of an (h, w) grid on an H×W grid in lattice units (scale s = H/h): schedule in
+    physical wavenumbers, S0 carried as power law × interpolated remainder (`transfer_spectrum`)."""
     import torch
 
-    from skild_phys.model import TrainedModel
-    from skild_phys.process import Process
+    from skild_phys.process.diffusion import Process
 
-    config = model.config
-    if (H, W) == (config["H"], config["W"]):
-        return model
-    transfer_allowed(config, H, W)
-    s = H / config["H"]
-    schedule = scaled_schedule(model.process.schedule, s)
-    S0 = transfer_spectrum(model.process.S0.cpu().numpy().reshape(-1, config["H"], config["W"]),
-                           model.process.basis.name, H, W)
-    process = Process(Basis.named(model.process.basis.name, H, W), schedule, torch.as_tensor(S0)).to(model.device)
-    new_config = {**config, "H": H, "W": W, "schedule": schedule.to_dict(),
-                  "transfer": {"trained_H": config["H"], "trained_W": config["W"], "scale": s}}
-    return TrainedModel(new_config, process, model.net, model.digest, model.device, model.path)
+    h, w = process.basis.H, process.basis.W
+    s = H / h
+    schedule = scaled_schedule(process.schedule, s)
+    S0 = transfer_spectrum(process.S0.cpu().numpy().reshape(-1, h, w), process.basis.name, H, W)
+    return Process(Basis.named(process.basis.name, H, W), schedule, torch.as_tensor(S0)).to(process.S0.device)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from skild_phys.basis import Basis
+from skild_phys.process.basis import Basis
 
 
 def block_mean_matrix(H: int, f: int) -> np.ndarray:

@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from skild_phys.process import Denoiser, Process, randn, respaced_steps, reverse_chain
+from skild_phys.process.diffusion import Denoiser, Process, randn, respaced_steps, reverse_chain
 
 SAMPLERS = ("ancestral", "ddim", "heun")
 SPACINGS = ("uniform", "log-lambda", "rho")
@@ -43,7 +43,7 @@ RHO = 7.0
 
 def check_choice(sampler: str = "ancestral", eta: float = 0.0, spacing: str = "uniform") -> None:
     """One-sentence refusal of a sampler choice no chain can run."""
-    from skild_phys.errors import InputError
+    from skild_base.errors import InputError
 
     if sampler not in SAMPLERS:
         raise InputError(f"unknown --sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from skild_phys.data import register_adapter
-from skild_phys.errors import InputError
+from skild_base.errors import InputError
+from skild_phys.data.adapters import register_adapter
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
 CIFAR_SIDE = 32

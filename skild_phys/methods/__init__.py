@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from skild_phys import checkpoint
-from skild_phys.errors import InputError
+from skild_base.errors import InputError
+from skild_phys.training import checkpoint
 
 
 @dataclass(frozen=True)
@@ -25,18 +25,18 @@ class Method:
 
 
 def _skild() -> Method:
-    from skild_phys.model import load_model
-    from skild_phys.sample import superres_start
-    from skild_phys.train import resolve_config
+    from skild_phys.methods.skild import load_model
+    from skild_phys.sampling.lattice import superres_start
+    from skild_phys.training.train import resolve_config
 
     return Method("skild", resolve_config, lambda config: None, load_model, superres_start)
 
 
 def _sr3() -> Method:
-    from skild_phys import sr3
-    from skild_phys.model import load_model
+    from skild_phys.methods import sr3
+    from skild_phys.methods.skild import load_model
 
-    return Method("sr3", sr3.resolve_config, lambda config: sr3.make_objective(config["factor"], config.get("parameterization", "eps")), load_model,
+    return Method("sr3", sr3.resolve_config, lambda config: sr3.make_objective(config.factor, config.parameterization), load_model,
                   sr3.superres_start)
 
 
@@ -51,22 +51,22 @@ def get_method(name: str) -> Method:
 
 
 def load_trained(run, device: str = "auto", precision: str = "fp32", compile: bool = False):
-    """Load a checkpoint with the method it was trained with (network precision: `model.accelerate`)."""
+    """Load a checkpoint with the method it was trained with (network precision: `skild_phys.networks.precision.accelerate`)."""
     name = checkpoint.load_use(run)["config"].get("model", "skild")
     return get_method(name).load(run, device, precision, compile)
 
 
 def superres_start_for(model, dataset, factor: float, lowres: bool, lowres_start: str = "conditional"):
     """The super-resolution start of the model's method (lowres_start: how SKILD embeds a real coarse input)."""
-    return get_method(model.config.get("model", "skild")).superres_start(model, dataset, factor, lowres, lowres_start)
+    return get_method(model.config.model).superres_start(model, dataset, factor, lowres, lowres_start)
 
 
 def at_data_size(model, dataset, factor: float, lowres: bool):
     """The model on the grid the data call for: the training grid, or (lattice SKILD checkpoints) a larger
-    one in lattice units (`skild_phys.transfer`), e.g. a 32x32 checkpoint super-resolving 32 -> 128."""
-    from skild_phys.transfer import at_size
+    one in lattice units (`skild_phys.process.transfer`), e.g. a 32x32 checkpoint super-resolving 32 -> 128."""
+    from skild_phys.methods.skild import at_size
 
-    if model.config.get("data_kind") == "image":
+    if model.config.data_kind == "image":
         return model
     H, W = dataset.height, dataset.width
     if lowres:
@@ -75,6 +75,6 @@ def at_data_size(model, dataset, factor: float, lowres: bool):
             raise InputError(f"low-resolution data of {dataset.height}x{dataset.width} times factor {factor:g} "
                              "is not a whole lattice")
         H, W = int(round(H)), int(round(W))
-    if (H, W) == (model.config["H"], model.config["W"]):
+    if (H, W) == (model.config.H, model.config.W):
         return model
     return at_size(model, H, W)

@@ -25,11 +25,11 @@ import torch
 import xarray as xr
 
 from analysis.moments import MOMENT_NAMES
-from skild_phys import outputs
-from skild_phys.errors import InputError
-from skild_phys.model import TrainedModel, build_network
-from skild_phys.process import gaussian_denoiser
-from skild_phys.samplers import check_choice, choice_params, network_evaluations
+from skild_base import outputs
+from skild_base.errors import InputError
+from skild_phys.methods.skild import TrainedModel, build_network
+from skild_phys.process.diffusion import gaussian_denoiser
+from skild_phys.sampling.samplers import check_choice, choice_params, network_evaluations
 
 EVAL_FILE = "evaluation.json"
 DATASET_FILE = "fidelity.nc"
@@ -58,10 +58,10 @@ class EvalSettings:
     variance: str = "posterior"
     spectrum_basis: str = "fourier"
     keep_field: bool = False  # also store the continuous field before the sign projection
-    sampler: str = "ancestral"  # skild_phys.samplers: ancestral, ddim (with eta) or heun
+    sampler: str = "ancestral"  # skild_phys.sampling.samplers: ancestral, ddim (with eta) or heun
     eta: float = 0.0
     spacing: str = "uniform"  # step placement: uniform in n, log-lambda or rho
-    precision: str = "fp32"  # network arithmetic (skild_phys.model.accelerate)
+    precision: str = "fp32"  # network arithmetic (skild_phys.networks.precision.accelerate)
     compile: bool = False
 
     def params(self) -> dict:
@@ -153,17 +153,17 @@ def _write_record(out: Path, record: dict) -> None:
 def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: str = "auto",
              overwrite: bool = False, progress: bool = True, log=print) -> xr.Dataset:
     """Evaluate checkpoint RUN against the truth store; writes OUT/fidelity.nc and fidelity.md, returns the Dataset."""
-    from analysis.observables import correlators
     from ising import store
     from ising.coarsen import coarsen_store
-    from skild_phys.data import LatticeStore
+    from ising.measure import correlators
+    from skild_phys.data.adapters import LatticeStore
     from skild_phys.methods import at_data_size, load_trained, superres_start_for
-    from skild_phys.sample import chain_steps_for, generation_start, run_sampler
+    from skild_phys.sampling.lattice import chain_steps_for, generation_start, run_sampler
 
     settings.validate()
     out = Path(out)
     model = load_trained(run, device, settings.precision, settings.compile)
-    if model.config.get("data_kind") == "image":
+    if model.config.data_kind == "image":
         raise InputError("evaluate measures lattice models; for image checkpoints use `superres` and `metrics`")
     truth_set = LatticeStore(truth)
     if truth_set.kind != "spins":
@@ -174,23 +174,23 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
     if settings.samples < 2 * chains:  # paired errors need two blocks of whole rounds of the truth's chains
         raise InputError(f"--samples {settings.samples} is too few for error bars: {truth} has {chains} chains, "
                          f"so at least {2 * chains} configurations are needed")
-    factor = float(settings.factor or model.config["factor"])
+    factor = float(settings.factor or model.config.factor)
     model = at_data_size(model, truth_set, factor, lowres=False)  # a larger truth: the model in lattice units
-    H = model.config["H"]
+    H = model.config.H
     settings = replace(settings, factor=factor)
     params = {"checkpoint": model.digest, "truth": str(truth), "settings": settings.params()}
     record = _prepare_dir(out, json.loads(json.dumps(params)), overwrite, inputs=(run, truth))
     fresh = record.pop("overwrite", False)
     if not fresh:
         _write_record(out, record)  # claims the directory: an interrupted evaluation resumes
-    method = model.config.get("model", "skild")
+    method = model.config.model
 
     runs: list[SourceRun] = []
     whos = ["model"] + ([] if method != "skild" else list(settings.baselines))
     coarse = None
     for protocol in settings.protocols:
-        if protocol == "generate" and (method != "skild" or model.config["schedule"]["k_c"] <= 0):
-            log(f"skipping generation: a {method} checkpoint with k_c = {model.config['schedule']['k_c']:g} "
+        if protocol == "generate" and (method != "skild" or model.config.schedule["k_c"] <= 0):
+            log(f"skipping generation: a {method} checkpoint with k_c = {model.config.schedule['k_c']:g} "
                 "cannot generate from noise")
             continue
         if protocol == "lowres" and coarse is None:
@@ -238,8 +238,8 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
                      labels=["truth"] + [s.label for s in runs], basis=settings.spectrum_basis,
                      k_window=(np.pi * 2, np.pi * L / 4), progress=progress)
     ds = _add_costs(ds, runs)
-    ds.attrs.update(evaluation=json.dumps(record["params"]), checkpoint_config=json.dumps(model.config))
-    from analysis.observables import write_dataset
+    ds.attrs.update(evaluation=json.dumps(record["params"]), checkpoint_config=json.dumps(model.config.to_dict()))
+    from ising.measure import write_dataset
 
     (out / DATASET_FILE).unlink(missing_ok=True)  # this evaluation's own result, rewritten whole
     write_dataset(ds, out / DATASET_FILE)

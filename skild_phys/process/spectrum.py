@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from analysis.spectrum import ModeVariance, PowerLawFit, fit_power_law, radial_spectrum
-from skild_phys.basis import Basis
+from skild_phys.process.basis import Basis
 
 
 def mode_variance(batches: Iterable[torch.Tensor], basis: Basis) -> ModeVariance:

@@ -18,8 +18,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from skild_phys.basis import Basis
-from skild_phys.schedule import Schedule
+from skild_phys.process.basis import Basis
+from skild_phys.process.schedule import Schedule
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -14,32 +14,9 @@ bases.  The 2D product of cos/sin rows at (m, n) is a combination of plane waves
 from __future__ import annotations
 
 import numpy as np
-import scipy.fft
 import torch
 
-from analysis.spectrum import wavenumber_grid
-
-
-def dct_matrix(N: int) -> np.ndarray:
-    """Orthonormal DCT-II matrix D (N, N): X = D x for a column x."""
-    return scipy.fft.dct(np.eye(N), type=2, norm="ortho", axis=0)
-
-
-def fourier_matrix(N: int) -> np.ndarray:
-    """Orthonormal real Fourier matrix F (N, N), rows ordered [1, cos 1, sin 1, cos 2, ...]."""
-    j = np.arange(N, dtype=np.float64)
-    rows = [np.full(N, 1.0 / np.sqrt(N))]
-    for m in range(1, (N - 1) // 2 + 1):
-        rows.append(np.sqrt(2.0 / N) * np.cos(2 * np.pi * m * j / N))
-        rows.append(np.sqrt(2.0 / N) * np.sin(2 * np.pi * m * j / N))
-    if N % 2 == 0:
-        rows.append(np.cos(np.pi * j) / np.sqrt(N))
-    return np.stack(rows)
-
-
-def fourier_frequency(N: int) -> np.ndarray:
-    """Integer frequency m = ⌈i/2⌉ of row i of `fourier_matrix(N)`."""
-    return (np.arange(N) + 1) // 2
+from analysis.spectrum import dct_matrix, fourier_frequency, fourier_matrix, wavenumber_grid
 
 
 class Basis:
@@ -122,11 +99,3 @@ def embed_low_modes(X_lr: torch.Tensor, H: int, W: int | None = None) -> torch.T
     X = X_lr.new_zeros(X_lr.shape[:-2] + (H, W))
     X[..., :h, :w] = f * X_lr
     return X
-
-
-def block_mean(x: torch.Tensor, f: int) -> torch.Tensor:
-    """Average over non-overlapping f×f blocks of the last two axes."""
-    H, W = x.shape[-2:]
-    if H % f or W % f:
-        raise ValueError(f"grid {(H, W)} is not divisible by the factor {f}")
-    return x.reshape(x.shape[:-2] + (H // f, f, W // f, f)).mean(dim=(-3, -1))

@@ -1,0 +1,1 @@
+"""Denoiser networks: the periodic U-Net and the precision/compile wrapper."""

@@ -1,0 +1,1 @@
+"""Reports: fidelity evaluation, run reports, image metrics."""
