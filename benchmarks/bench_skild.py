@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import torch
 
 from skild_phys.methods.skild import auto_schedule, network_denoiser

@@ -82,7 +82,7 @@ def run_row(row: dict, threads: int | None) -> None:
     run = Path(row["train"]["out"])
     record_file = run / RUN_FILE
     record = json.loads(record_file.read_text()) if record_file.is_file() else {}
-    from skild_phys.training.checkpoint import read_log
+    from skild_phys.checkpoint import read_log
 
     done = any(r.get("step") == row["train"]["steps"] and "loss" in r for r in read_log(run))
     if not done:
@@ -108,8 +108,8 @@ def _pm(value, err, scale=1.0, fmt="+.1f") -> str:
 
 def table(campaign: dict, names: list[str]) -> str:
     """Markdown table of the finished rows (the others are listed as not run)."""
+    from skild_phys.checkpoint import read_log
     from skild_phys.reports.evaluate import DATASET_FILE, summary
-    from skild_phys.training.checkpoint import read_log
 
     lines = ["| row | change | samples seen | train min | SR κ4 excess % ℓ = 1 / 2 / 4 / 8 / 12 (paired) | "
              "SR Δ⟨e⟩ | SR ΔU4 | lowres κ4 excess % (range) | lowres Δ⟨e⟩ | gen U4 (σ) | gen ⟨\\|m\\|⟩ (σ) | "

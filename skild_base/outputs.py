@@ -174,6 +174,27 @@ def claim(out, kind: str, overwrite: bool = False, inputs=(), what: str = "--out
     return "new"
 
 
+def begin(out, kind: str, params: dict, record: dict | None, overwrite: bool = False, inputs=(),
+          prepare=None, what: str = "--out", hint: str = "pass --overwrite to replace it") -> str:
+    """The one resume rule of every command whose output its parameters determine (superres,
+    generate, image sampling, evaluate): returns "complete", "resume" or "fresh".
+
+    `record` is what OUT holds now ({"params": ..., "complete": ...}) or None.  The same
+    parameters continue: "complete" (nothing to do) or "resume" (the caller carries on where
+    its output ends).  Anything else starts afresh: OUT is claimed (`claim`: never an input,
+    never data skild-phys did not write, never another kind, an existing one only with
+    --overwrite) and cleared by `prepare(out, kind, overwrite, inputs)` (default: `replace`).
+    """
+    check_not_input(out, inputs, what)
+    if record is not None and record.get("params") == params and not overwrite:
+        return "complete" if record.get("complete") else "resume"
+    if prepare is not None:
+        prepare(out, kind, overwrite, inputs)
+    elif claim(out, kind, overwrite=overwrite, inputs=inputs, what=what, hint=hint) == "existing":
+        replace(out, kind, what)
+    return "fresh"
+
+
 def replace(out, kind: str, what: str = "--out") -> None:
     """Remove the skild-phys output of `kind` at `out` (checked again here); nothing else is ever removed."""
     p = Path(out)

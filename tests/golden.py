@@ -70,7 +70,7 @@ def zarr_digest(path: Path) -> str:
 
 def checkpoint_digest(run: Path) -> str:
     """The usable checkpoint's tensors and the run's cleaned configuration."""
-    from skild_phys.training.checkpoint import load_use
+    from skild_phys.checkpoint import load_use
 
     art = load_use(run)
     h = hashlib.sha256()

@@ -114,6 +114,6 @@ def test_bad_shapes_raise():
     with pytest.raises(ValueError):
         Basis.dct(8).forward(torch.zeros(4, 8))
     with pytest.raises(ValueError):
-        embed_low_modes(torch.zeros(3, 3), 8)
+        embed_low_modes(torch.zeros(9, 9), 8)
     with pytest.raises(ValueError):
         Basis.named("wavelet", 8)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from skild_phys import checkpoint
 from skild_phys.cli import main
-from skild_phys.training import checkpoint
 
 STEPS, BATCH, WINDOW = 60, 16, 20
 N_SIGMA = 4.0

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from skild_phys.cli import main
 from skild_phys.data.adapters import LatticeStore
-from skild_phys.training.train import TrainSettings, prepare_run_dir, resolve_config, train
+from skild_phys.methods.skild import resolve_config
+from skild_phys.training.train import TrainSettings, prepare_run_dir, train
 
 pytestmark = [pytest.mark.usefixtures("single_torch_thread"),
               pytest.mark.filterwarnings("ignore::analysis.observables.BlockingWarning")]

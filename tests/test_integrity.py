@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import xarray as xr
 from click.testing import CliRunner
@@ -24,8 +23,8 @@ from ising import store
 from ising.simulate import SimulationParams, run_simulation
 from skild_base import outputs
 from skild_base.errors import InputError
+from skild_phys import checkpoint
 from skild_phys.cli import main
-from skild_phys.training import checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -403,3 +402,26 @@ def test_unwritable_output_is_refused_before_the_work(tmp_path, run16):
         msg = _one_line_error(_cli(*args))
         assert "cannot" in msg or "does not exist" in msg, (args[0], msg)
     assert blocker.read_text() == "not a directory"
+
+
+def test_one_resume_rule_for_every_parameter_determined_output(tmp_path):
+    """outputs.begin: same parameters continue (complete / resume), other parameters need --overwrite
+    and replace only the toolkit's own output of that kind; foreign data and inputs are never touched."""
+    out = tmp_path / "images"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({outputs.KIND_ATTR: outputs.IMAGES, "params": {"a": 1},
+                                                 "complete": True}))
+    record = json.loads((out / "config.json").read_text())
+    assert outputs.begin(out, outputs.IMAGES, {"a": 1}, record) == "complete"
+    assert outputs.begin(out, outputs.IMAGES, {"a": 1}, {**record, "complete": False}) == "resume"
+    with pytest.raises(InputError, match="already holds"):
+        outputs.begin(out, outputs.IMAGES, {"a": 2}, record)
+    assert outputs.begin(out, outputs.IMAGES, {"a": 2}, record, overwrite=True) == "fresh" and not out.exists()
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    with pytest.raises(InputError, match="did not write"):
+        outputs.begin(foreign, outputs.IMAGES, {"a": 1}, None, overwrite=True)
+    with pytest.raises(InputError, match="is an input"):
+        outputs.begin(foreign, outputs.IMAGES, {"a": 1}, None, overwrite=True, inputs=(foreign,))
+    assert (foreign / "notes.txt").read_text() == "keep"

@@ -53,7 +53,7 @@ def test_bf16_training_and_superres_run(tmp_path, run):
                                       "--batch", "8", "--log-every", "1", "--quiet", "--device", "cpu",
                                       "--precision", precision])
         assert r.exit_code == 0, r.output
-        from skild_phys.training.checkpoint import read_log
+        from skild_phys.checkpoint import read_log
 
         losses[precision] = [rec["loss"] for rec in read_log(out) if "loss" in rec]
     assert np.all(np.isfinite(losses["bf16"]))

@@ -14,11 +14,11 @@ import xarray as xr
 from click.testing import CliRunner
 
 from skild_base.errors import InputError
+from skild_phys import checkpoint
 from skild_phys.cli import main
 from skild_phys.data.adapters import LatticeStore
-from skild_phys.methods.skild import load_model
-from skild_phys.training import checkpoint
-from skild_phys.training.train import TrainSettings, prepare_run_dir, resolve_config, train
+from skild_phys.methods.skild import load_model, resolve_config
+from skild_phys.training.train import TrainSettings, prepare_run_dir, train
 from tests.payloads import ShellPayload
 
 

@@ -159,8 +159,9 @@ def _train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, 
            device, inputs, precision="fp32", compile_net=False):
     from skild_phys.data.adapters import open_dataset
     from skild_phys.methods import get_method
+    from skild_phys.methods.skild import data_defaults
     from skild_phys.training import ddp
-    from skild_phys.training.train import TrainSettings, data_defaults, prepare_run_dir
+    from skild_phys.training.train import TrainSettings, prepare_run_dir
     from skild_phys.training.train import train as run_training
 
     dataset = open_dataset(data_spec, size=size)
@@ -188,29 +189,38 @@ def _train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, 
                    f"checkpoint {run_dir}/model.pt")
 
 
+def _chain_options(f):
+    """The options generate and superres share: seeds, batches, the sampler, the network's speed, output."""
+    options = [click.option("--seed", type=int, default=0, help="Base seed; sample i uses a seed derived from (seed, i)."),
+               click.option("--batch", type=int, default=16, help="Samples per batch (results do not depend on it)."),
+               click.option("--variance", default="posterior", type=click.Choice(["posterior", "forward"]),
+                            help="Reverse-step noise."),
+               click.option("--keep-field", is_flag=True, help="Also store the raw continuous field."),
+               _sampler_options, _speed_options,
+               click.option("--overwrite", is_flag=True,
+                            help="Replace samples skild-phys wrote at --out (never other data)."),
+               click.option("--quiet", is_flag=True, help="No progress bar."),
+               _device, _threads]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @click.command()
 @click.option("--checkpoint", "run", required=True, type=click.Path(), help="Run directory of a trained model.")
 @click.option("--samples", type=int, default=64, help="Configurations to generate.")
 @click.option("--out", type=click.Path(), required=True,
               help="Output Zarr store (lattice models) or directory of PNGs and a grid (image models).")
 @click.option("--steps", type=int, default=None, help="Reverse steps K (< N uses the exact respaced chain) [default: N].")
-@click.option("--seed", type=int, default=0, help="Base seed; sample i uses a seed derived from (seed, i).")
-@click.option("--batch", type=int, default=16, help="Samples per batch (results do not depend on it).")
-@click.option("--variance", default="posterior", type=click.Choice(["posterior", "forward"]), help="Reverse-step noise.")
-@click.option("--keep-field", is_flag=True, help="Also store the raw continuous field.")
-@_sampler_options
-@_speed_options
-@click.option("--overwrite", is_flag=True, help="Replace samples skild-phys wrote at --out (never other data).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@_device
-@_threads
+@_chain_options
 @writes("out")
 def generate(run, samples, out, steps, seed, batch, variance, keep_field, sampler, eta, spacing, precision,
              compile_net, overwrite, quiet, device, threads):
     """Generate configurations from noise (reverse chain from n = N)."""
     from skild_base.errors import InputError
     from skild_phys.methods import load_trained
-    from skild_phys.sampling.lattice import generation_start, run_sampler
+    from skild_phys.methods.starts import generation_start
+    from skild_phys.sampling.lattice import run_sampler
 
     _set_threads(threads)
     model = load_trained(run, device, precision, compile_net)
@@ -251,16 +261,7 @@ def generate(run, samples, out, steps, seed, batch, variance, keep_field, sample
               help="Lattice --lowres: draw the clean state from its Gaussian conditional given the block means "
                    "under the checkpoint's S0 (any basis), or place the coarse DCT coefficients in the low modes.")
 @click.option("--steps", type=int, default=None, help="Reverse steps K from n0 [default: n0].")
-@click.option("--seed", type=int, default=0, help="Base seed; sample i uses a seed derived from (seed, i).")
-@click.option("--batch", type=int, default=16, help="Samples per batch (results do not depend on it).")
-@click.option("--variance", default="posterior", type=click.Choice(["posterior", "forward"]), help="Reverse-step noise.")
-@click.option("--keep-field", is_flag=True, help="Also store the raw continuous field.")
-@_sampler_options
-@_speed_options
-@click.option("--overwrite", is_flag=True, help="Replace samples skild-phys wrote at --out (never other data).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@_device
-@_threads
+@_chain_options
 @writes("out")
 def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, steps, seed, batch, variance, keep_field,
              sampler, eta, spacing, precision, compile_net, overwrite, quiet, device, threads):
@@ -342,7 +343,7 @@ def metrics(pred, ref, size, out, overwrite):
     from skild_base import outputs
     from skild_base.errors import InputError
     from skild_phys.data.adapters import open_dataset
-    from skild_phys.reports.metrics import image_metrics
+    from skild_phys.data.metrics import image_metrics
 
     if out:
         outputs.check_file(out, (".json",), "--out", overwrite, kind=outputs.METRICS, inputs=(pred, ref))

@@ -1,1 +1,1 @@
-"""Data adapters: lattice stores, CIFAR-10 and image folders, the bundled photos."""
+"""Data adapters (lattice stores, CIFAR-10, image folders, the bundled photos) and image-quality metrics."""

@@ -220,21 +220,6 @@ def bicubic_resize(x: torch.Tensor, side: int) -> torch.Tensor:
                          antialias=side < max(x.shape[-2:]))
 
 
-def embed_lowres(X_lr: torch.Tensor, H: int, W: int) -> torch.Tensor:
-    """Place orthonormal DCT coefficients of an (h, w) image into the low modes of an (H, W) grid, any h ≤ H.
-
-    Mode (u, v) has the same k = π√(u² + v²) on both grids; an N-point orthonormal sum carries
-    √N per axis, so the coefficients scale by √(H W / (h w)) (= f for an integer factor f, as
-    in `basis.embed_low_modes`).  High modes are set to zero.
-    """
-    h, w = X_lr.shape[-2:]
-    if h > H or w > W:
-        raise ValueError(f"low-resolution grid {(h, w)} is larger than {(H, W)}")
-    X = X_lr.new_zeros(X_lr.shape[:-2] + (H, W))
-    X[..., :h, :w] = (H * W / (h * w)) ** 0.5 * X_lr
-    return X
-
-
 # ---- PNG output ------------------------------------------------------------------------ #
 def image_grid(x, ncol: int, pad: int = 2) -> np.ndarray:
     """Images (n, 3, H, W) in [−1, 1] tiled row by row into one uint8 (rows·H, ncol·W, 3) array, white gaps."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from skild_base.errors import InputError
-from skild_phys.training import checkpoint
+from skild_phys import checkpoint
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,8 @@ class Method:
 
 
 def _skild() -> Method:
-    from skild_phys.methods.skild import load_model
-    from skild_phys.sampling.lattice import superres_start
-    from skild_phys.training.train import resolve_config
+    from skild_phys.methods.skild import load_model, resolve_config
+    from skild_phys.methods.starts import superres_start
 
     return Method("skild", resolve_config, lambda config: None, load_model, superres_start)
 

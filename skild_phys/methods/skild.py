@@ -8,7 +8,7 @@ the training loss and the samplers only ever call that.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -16,16 +16,16 @@ import torch
 from analysis.spectrum import fit_power_law, radial_spectrum
 from ising.lattice import block_mean
 from skild_base.errors import InputError
+from skild_phys import __version__, checkpoint
 from skild_phys.config import RunConfig
 from skild_phys.networks.precision import accelerate
-from skild_phys.networks.unet import build_unet
+from skild_phys.networks.unet import CONFIGS, build_unet
 from skild_phys.process.basis import Basis
 from skild_phys.process.diffusion import Process
 from skild_phys.process.presets import get_preset, preset_from_rule
 from skild_phys.process.schedule import Schedule
 from skild_phys.process.spectrum import S0_from_fit, mode_variance
 from skild_phys.process.transfer import transferred_process
-from skild_phys.training import checkpoint
 
 SPECTRUM_SAMPLES = 10000  # samples used to estimate S0 (the first ones of the training set)
 
@@ -110,6 +110,60 @@ def block_mean_scale(dataset, max_samples: int = SPECTRUM_SAMPLES) -> dict[str, 
     H, W = dataset.height, dataset.width
     x = torch.from_numpy(dataset.get(np.arange(min(len(dataset), max_samples)))).to(torch.float64)
     return {str(f): float(block_mean(x, f).abs().mean()) for f in range(2, H + 1) if H % f == 0 and W % f == 0}
+
+
+def net_config(dataset, net: str, periodic: bool | None, shape: dict | None, **extra) -> dict:
+    """The `net` entry of a run configuration: named size, padding and any SHAPE_OVERRIDES."""
+    if net not in CONFIGS:
+        raise InputError(f"unknown network size {net!r}; choose one of {', '.join(CONFIGS)}")
+    entry = {"name": net, "periodic": dataset.periodic if periodic is None else periodic, **extra}
+    if shape:
+        try:
+            build_unet(net, overrides=shape)
+        except ValueError as err:
+            raise InputError(f"network shape: {err}") from None
+        entry["shape"] = dict(shape)
+    return entry
+
+
+# Defaults by kind of data (docs/results/fidelity_campaign.md): a periodic lattice gets the torus's
+# own basis, its measured spectrum and the cosine learning-rate decay that won the campaign; images
+# keep the paper's DCT and power-law fit and a constant learning rate.
+DATA_DEFAULTS = {"lattice": {"basis": "fourier", "spectrum": "empirical", "lr_decay": "cosine"},
+                 "image": {"basis": "dct", "spectrum": "fit", "lr_decay": "none"}}
+
+
+def data_defaults(dataset) -> dict:
+    """The default basis, spectrum mode and learning-rate decay for this kind of training data."""
+    return DATA_DEFAULTS["image" if dataset.kind == "image" else "lattice"]
+
+
+def run_fields(dataset, net_entry: dict, settings) -> dict:
+    """The RunConfig fields every method takes from its data, network entry and training settings."""
+    return {"version": __version__, "H": dataset.height, "W": dataset.width, "channels": dataset.channels,
+            "data_kind": dataset.kind, "data": {**dataset.provenance(), "block_mean_abs": block_mean_scale(dataset)},
+            "net": net_entry, "train": asdict(settings)}
+
+
+def resolve_config(dataset, preset: str, factor: float, k_c: float | None, net: str, periodic: bool | None,
+                   basis: str | None, spectrum: str | None, settings, parameterization: str = "v",
+                   shape: dict | None = None):
+    """The full configuration of a new run and its spectrum S0 (C, H, W); basis/spectrum None: data_defaults.
+
+    settings: the TrainSettings of skild_phys.training.train (stored as the `train` field).
+    """
+    defaults = data_defaults(dataset)
+    basis = basis or defaults["basis"]
+    spectrum = spectrum or defaults["spectrum"]
+    net_entry = net_config(dataset, net, periodic, shape)
+    if dataset.height != dataset.width:
+        raise InputError(f"training needs square images, got {dataset.height}x{dataset.width}")
+    schedule, preset_name = resolve_schedule(preset, dataset.height, factor, k_c)
+    S0, spectrum_info = estimate_spectrum(dataset, spectrum, basis)
+    config = RunConfig(model="skild", parameterization=parameterization, preset=preset_name, factor=factor,
+                       schedule=schedule.to_dict(), basis=basis, spectrum=spectrum_info,
+                       **run_fields(dataset, net_entry, settings))
+    return config, S0
 
 
 def build_process(config: RunConfig, S0) -> Process:

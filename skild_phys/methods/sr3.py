@@ -9,13 +9,10 @@ concatenated to x_n.  Super-resolution starts from pure noise at n = N.
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import numpy as np
 import torch
 
 from skild_base.errors import InputError
-from skild_phys import __version__
 from skild_phys.config import RunConfig
 from skild_phys.process.schedule import Schedule
 
@@ -37,30 +34,15 @@ def upsample(y: torch.Tensor, factor: int) -> torch.Tensor:
 def resolve_config(dataset, preset, factor, k_c, net, periodic, basis, spectrum, settings, parameterization="v",
                    shape=None):
     """Configuration of an SR3 run: cosine DDPM in the pixel (identity) basis, S0 = 1."""
-    from skild_phys.methods.skild import block_mean_scale
-    from skild_phys.training.train import net_config
+    from skild_phys.methods.skild import net_config, run_fields
 
     net_entry = net_config(dataset, net, periodic, shape, cond_channels=dataset.channels)
     f = int(round(factor))
     if f != factor or f < 2 or dataset.height % f or dataset.width % f:
         raise InputError(f"SR3 needs an integer factor >= 2 dividing the image size, got {factor:g}")
-    config = RunConfig(
-        model="sr3",
-        parameterization=parameterization,
-        version=__version__,
-        H=dataset.height,
-        W=dataset.width,
-        channels=dataset.channels,
-        data_kind=dataset.kind,
-        data={**dataset.provenance(), "block_mean_abs": block_mean_scale(dataset)},
-        preset="sr3-cosine",
-        factor=f,
-        schedule=Schedule("cosine", 0.0, 0.0, theta=COSINE_OFFSET, k_c=0.0, tau=0.1).to_dict(),
-        basis="identity",
-        spectrum={"mode": "white"},
-        net=net_entry,
-        train=asdict(settings),
-    )
+    config = RunConfig(model="sr3", parameterization=parameterization, preset="sr3-cosine", factor=f,
+                       schedule=Schedule("cosine", 0.0, 0.0, theta=COSINE_OFFSET, k_c=0.0, tau=0.1).to_dict(),
+                       basis="identity", spectrum={"mode": "white"}, **run_fields(dataset, net_entry, settings))
     S0 = np.ones((dataset.channels, dataset.height, dataset.width))
     return config, S0
 
@@ -81,7 +63,7 @@ def superres_start(model, dataset, factor: float, lowres: bool, lowres_start: st
     The network sees the block means directly, so `lowres_start` (how SKILD turns them into a
     clean state) does not apply.
     """
-    from skild_phys.sampling.lattice import StartSpec
+    from skild_phys.methods.starts import StartSpec
 
     f = model.config.factor
     if factor != f:

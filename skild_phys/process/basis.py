@@ -85,17 +85,17 @@ class Basis:
 
 
 def embed_low_modes(X_lr: torch.Tensor, H: int, W: int | None = None) -> torch.Tensor:
-    """Place orthonormal DCT coefficients of an (h, w) image into the low modes of an (H, W) grid.
+    """Place orthonormal DCT coefficients of an (h, w) image into the low modes of an (H, W) grid, any h ≤ H.
 
-    For a smooth field x and its block mean y over f×f blocks (f = H/h), the orthonormal
-    coefficients obey DCT_H(x)[u, v] ≈ f · DCT_h(y)[u, v] for u, v ≪ h: an N-point
-    orthonormal sum carries √N per axis.  High modes are set to zero.
+    Mode (u, v) has the same k = π√(u² + v²) on both grids, and an N-point orthonormal sum
+    carries √N per axis, so the coefficients scale by √(H W / (h w)): for a smooth field x and
+    its block mean y over f×f blocks, DCT_H(x)[u, v] ≈ f · DCT_h(y)[u, v] for u, v ≪ h.  High
+    modes are set to zero.
     """
     W = H if W is None else W
     h, w = X_lr.shape[-2:]
-    if H % h or W % w or H // h != W // w:
-        raise ValueError(f"low-resolution grid {(h, w)} must divide {(H, W)} by one integer factor")
-    f = H // h
+    if h > H or w > W:
+        raise ValueError(f"low-resolution grid {(h, w)} is larger than {(H, W)}")
     X = X_lr.new_zeros(X_lr.shape[:-2] + (H, W))
-    X[..., :h, :w] = f * X_lr
+    X[..., :h, :w] = (H * W / (h * w)) ** 0.5 * X_lr
     return X

@@ -1,1 +1,1 @@
-"""Reports: fidelity evaluation, run reports, image metrics."""
+"""Reports: fidelity evaluation and run reports."""

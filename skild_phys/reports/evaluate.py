@@ -126,20 +126,19 @@ def fidelity_sizes(L: int) -> list[int]:
 
 
 def _prepare_dir(out: Path, params: dict, overwrite: bool, inputs=()) -> dict:
-    """The evaluation record of OUT (new, or the existing one with the same parameters)."""
-    outputs.check_not_input(out, inputs)
+    """The evaluation record of OUT: the existing one with the same parameters (its finished sources are
+    kept), or a new one (`outputs.begin`: another evaluation there only with --overwrite)."""
     record_file = out / EVAL_FILE
+    record = None
     if record_file.is_file():
         try:
             record = json.loads(record_file.read_text())
         except json.JSONDecodeError:
             raise InputError(f"{record_file} is damaged; remove the directory or choose another --out") from None
-        if record.get("params") == params:
-            return record
-        if not overwrite:
-            raise InputError(f"{out} holds an evaluation with other settings; choose another --out or pass --overwrite")
-        return {"params": params, "sources": {}, "overwrite": True}
-    outputs.claim(out, outputs.EVALUATION, overwrite=overwrite, inputs=inputs)
+    status = outputs.begin(out, outputs.EVALUATION, params, record, overwrite, inputs,
+                           hint="it has other settings: pass --overwrite to replace it")
+    if status != "fresh":
+        return record
     out.mkdir(parents=True, exist_ok=True)
     return {"params": params, "sources": {}}
 
@@ -158,7 +157,9 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
     from ising.measure import correlators
     from skild_phys.data.adapters import LatticeStore
     from skild_phys.methods import at_data_size, load_trained, superres_start_for
-    from skild_phys.sampling.lattice import chain_steps_for, generation_start, run_sampler
+    from skild_phys.methods.starts import generation_start
+    from skild_phys.sampling.driver import chain_steps_for
+    from skild_phys.sampling.lattice import run_sampler
 
     settings.validate()
     out = Path(out)
@@ -180,9 +181,7 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
     settings = replace(settings, factor=factor)
     params = {"checkpoint": model.digest, "truth": str(truth), "settings": settings.params()}
     record = _prepare_dir(out, json.loads(json.dumps(params)), overwrite, inputs=(run, truth))
-    fresh = record.pop("overwrite", False)
-    if not fresh:
-        _write_record(out, record)  # claims the directory: an interrupted evaluation resumes
+    _write_record(out, record)  # claims the directory: an interrupted evaluation resumes
     method = model.config.model
 
     runs: list[SourceRun] = []
@@ -195,7 +194,7 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
             continue
         if protocol == "lowres" and coarse is None:
             coarse = out / f"coarse_x{factor:g}_{settings.lowres_rule}.zarr"
-            if not (coarse / "zarr.json").is_file() or fresh:
+            if not (coarse / "zarr.json").is_file():
                 coarsen_store(truth, coarse, int(round(factor)), settings.lowres_rule, overwrite=True, progress=False)
         for who in whos:
             runs.append(SourceRun(who, protocol, str(out / f"{who}_{protocol}.zarr")))
@@ -216,18 +215,18 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
         steps = chain_steps_for(start, settings.steps, settings.spacing, sampler.process)
         src.nfe = 0 if src.who == "gaussian" else network_evaluations(settings.sampler, len(steps) - 1)
         attrs.update(checkpoint=str(run), evaluation=src.label)
-        done = None if fresh else record["sources"].get(src.label)
+        done = record["sources"].get(src.label)
         log(f"{src.label}: {n} configurations, {len(steps) - 1} reverse steps from n = {steps[0]}")
         t0 = time.perf_counter()
         existing = store.read_attrs(src.store)
         run_sampler(src.store, sampler, start, n, attrs, settings.steps, seed=settings.seed, batch=settings.batch,
-                    variance=settings.variance, keep_field=settings.keep_field, overwrite=fresh, progress=progress,
+                    variance=settings.variance, keep_field=settings.keep_field, progress=progress,
                     log=log, sampler=settings.sampler, eta=settings.eta, spacing=settings.spacing)
         if done is not None and existing is not None and existing.get("complete"):
             src.wall_s, src.note = done["wall_s"], done["note"]
         else:
             src.wall_s = time.perf_counter() - t0
-            src.note = "resumed: wall time of the last part" if existing is not None and not fresh else ""
+            src.note = "resumed: wall time of the last part" if existing is not None else ""
         record["sources"][src.label] = asdict(src)
         _write_record(out, record)
     if not runs:

@@ -81,7 +81,7 @@ def _G_table(ds: xr.Dataset) -> list[str]:
 
 
 def _train_summary(rec: dict) -> list[str]:
-    from skild_phys.training.checkpoint import read_log  # imports torch: only where a training stage is reported
+    from skild_phys.checkpoint import read_log  # imports torch: only where a training stage is reported
 
     run = Path(rec["out"])
     cfg_file = run / "config.json"

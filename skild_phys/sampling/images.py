@@ -17,26 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from skild_base import outputs
 from skild_base.errors import InputError
-from skild_phys import __version__
-from skild_phys.data.images import bicubic_resize, embed_lowres, image_grid, lowres_side, save_png, save_pngs
+from skild_phys import __version__, checkpoint
+from skild_phys.data.images import bicubic_resize, image_grid, lowres_side, save_png, save_pngs
+from skild_phys.data.metrics import ImageScores
 from skild_phys.methods.skild import TrainedModel
-from skild_phys.process.basis import Basis
+from skild_phys.methods.starts import generation_start, marginal_start, start_step_for_factor, superres_start
+from skild_phys.process.basis import Basis, embed_low_modes
 from skild_phys.process.diffusion import per_sample_generators
-from skild_phys.reports.metrics import ImageScores
-from skild_phys.sampling.lattice import (
-    chain_steps_for,
-    final_samples,
-    generation_start,
-    marginal_start,
-    sample_seeds,
-    start_step_for_factor,
-    superres_start,
-)
-from skild_phys.training import checkpoint
+from skild_phys.sampling.driver import chain_steps_for, drive, sample_seeds
 
 SOURCES = ("marginal", "bicubic", "lowres")
 GRID_IMAGES = 8  # images per row of a grid
@@ -57,8 +48,9 @@ def generate_images(out, model: TrainedModel, n_samples: int, steps: int | None 
     if done is not None:
         return done
     head = []
-    for _, x in _samples(model, start, n_samples, chain, seed, batch, variance, out / "samples", progress):
-        _keep(head, x, GRID_IMAGES**2)
+    sink = ImageSink(out / "samples", n_samples, model, then=lambda idx, x: _keep(head, x, GRID_IMAGES**2))
+    drive(model, start, np.arange(n_samples), chain, sink, seed, batch, variance, progress=progress, unit="image")
+    sink.close()
     save_png(image_grid(torch.cat(head), GRID_IMAGES), out / "grid.png")
     return _finish(out, params, {})
 
@@ -109,7 +101,8 @@ def superres_images(out, model: TrainedModel, dataset, factors, source: str = "m
         log(f"x{f:g}: {h}x{h} -> {H}x{W}, start step {chain[0]}, {len(chain) - 1} reverse steps")
         scores = {"skild": ImageScores(say), "bicubic": ImageScores(say)}
         head = {"lr": [], "bicubic": [], "skild": [], "hr": []}
-        for idx, sr in _samples(model, start, n, chain, seed, batch, variance, folder / "samples", progress):
+
+        def compare(idx, sr, folder=folder, h=h, scores=scores, head=head):
             x = torch.from_numpy(dataset.get(idx))
             lr = x if source == "lowres" else bicubic_resize(x, h)
             bicubic = bicubic_resize(lr, H).clamp(-1, 1)
@@ -119,6 +112,10 @@ def superres_images(out, model: TrainedModel, dataset, factors, source: str = "m
                 scores["bicubic"].update(bicubic, x)
             for name, images in zip(head, (lr, bicubic, sr, x)):
                 _keep(head[name], images, GRID_IMAGES)
+
+        sink = ImageSink(folder / "samples", n, model, then=compare)
+        drive(model, start, np.arange(n), chain, sink, seed, batch, variance, progress=progress, unit="image")
+        sink.close()
         first = {name: torch.cat(parts) for name, parts in head.items()}
         shown = _start_images(model, start, np.arange(len(first["skild"])), seed) if source == "marginal" \
             else _nearest(first["lr"], H)
@@ -146,24 +143,31 @@ def _lowres_start(model: TrainedModel, dataset, factor: float, downsample: bool)
     def clean_modes(idx, gens):
         x = torch.from_numpy(dataset.get(idx)).to(device=model.device, dtype=torch.float64)
         y = bicubic_resize(x, h) if downsample else x
-        return embed_lowres(lr_basis.forward(y), H, W)
+        return embed_low_modes(lr_basis.forward(y), H, W)
 
     return marginal_start(model, n0, clean_modes)
 
 
-def _samples(model, start, n, chain, seed, batch, variance, folder: Path, progress):
-    """Yield (indices, x in [−1, 1], float32) batch by batch, after writing FOLDER/*.png and FOLDER.npy."""
-    C, H, W = model.config.channels, model.config.H, model.config.W
-    folder.mkdir(parents=True, exist_ok=True)
-    array = np.lib.format.open_memmap(folder.with_suffix(".npy"), mode="w+", dtype=np.float32, shape=(n, C, H, W))
-    with tqdm(total=n, unit="image", disable=not progress, dynamic_ncols=True) as bar:
-        for idx, _, x in final_samples(model, start, np.arange(n), chain, seed, batch, variance):
-            x = x.clamp(-1, 1).to("cpu", torch.float32)
-            save_pngs(x, folder, int(idx[0]))
-            array[idx] = x.numpy()
-            bar.update(len(idx))
-            yield idx, x
-    array.flush()
+class ImageSink:
+    """Final samples into FOLDER/*.png and FOLDER.npy (clamped to [−1, 1], float32); `then(idx, x)`
+    sees each batch after it is written (metrics, grids)."""
+
+    def __init__(self, folder: Path, n: int, model: TrainedModel, then=None):
+        C, H, W = model.config.channels, model.config.H, model.config.W
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.then = folder, then
+        self.array = np.lib.format.open_memmap(folder.with_suffix(".npy"), mode="w+", dtype=np.float32,
+                                               shape=(n, C, H, W))
+
+    def write(self, idx, seeds, x) -> None:
+        x = x.clamp(-1, 1).to("cpu", torch.float32)
+        save_pngs(x, self.folder, int(idx[0]))
+        self.array[idx] = x.numpy()
+        if self.then is not None:
+            self.then(idx, x)
+
+    def close(self) -> None:
+        self.array.flush()
 
 
 def _keep(head: list, images: torch.Tensor, m: int) -> None:
@@ -225,18 +229,19 @@ def _check_image_model(model: TrainedModel) -> None:
 
 
 def _prepare(out, params: dict, n: int, batch: int, overwrite: bool, log, inputs=()):
-    """(OUT as a fresh directory, None), or (OUT, its config) when the same run is already complete there."""
+    """(OUT as a fresh directory, None), or (OUT, its config) when the same run is already complete there
+    (`outputs.begin`; an unfinished one of the same parameters starts again: images are not resumed)."""
     if n < 1 or batch < 1:
         raise InputError("--samples and --batch must be at least 1")
     out = Path(out)
     params = json.loads(json.dumps(params))
     config = out / CONFIG
-    if config.is_file() and not overwrite:
-        old = json.loads(config.read_text())
-        if old.get("params") == params and old.get("complete"):
-            log(f"{out} is already complete; nothing to do")
-            return out, old
-    if outputs.claim(out, outputs.IMAGES, overwrite=overwrite, inputs=inputs) == "existing":
+    old = json.loads(config.read_text()) if config.is_file() else None
+    status = outputs.begin(out, outputs.IMAGES, params, old, overwrite, inputs)
+    if status == "complete":
+        log(f"{out} is already complete; nothing to do")
+        return out, old
+    if status == "resume":
         outputs.replace(out, outputs.IMAGES)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint.write_json({outputs.KIND_ATTR: outputs.IMAGES, "params": params, "complete": False,

@@ -25,19 +25,15 @@ from tqdm.auto import tqdm
 
 from skild_base import outputs
 from skild_base.errors import InputError
-from skild_phys import __version__
+from skild_phys import checkpoint
 from skild_phys.config import RunConfig
 from skild_phys.methods.skild import (
-    block_mean_scale,
     build_network,
     build_process,
-    estimate_spectrum,
     network_denoiser,
-    resolve_schedule,
 )
 from skild_phys.networks.precision import PRECISIONS, accelerate
-from skild_phys.networks.unet import CONFIGS, build_unet
-from skild_phys.training import checkpoint, ddp
+from skild_phys.training import ddp
 
 # Settings that may change between a run and its resumption (the rest must match).
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "device", "val_data", "val_samples", "val_every",
@@ -98,64 +94,6 @@ class TrainSettings:
             return warm
         progress = min(1.0, (step + 1 - self.warmup) / max(self.steps - self.warmup, 1))
         return 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def net_config(dataset, net: str, periodic: bool | None, shape: dict | None, **extra) -> dict:
-    """The `net` entry of a run configuration: named size, padding and any SHAPE_OVERRIDES."""
-    if net not in CONFIGS:
-        raise InputError(f"unknown network size {net!r}; choose one of {', '.join(CONFIGS)}")
-    entry = {"name": net, "periodic": dataset.periodic if periodic is None else periodic, **extra}
-    if shape:
-        try:
-            build_unet(net, overrides=shape)
-        except ValueError as err:
-            raise InputError(f"network shape: {err}") from None
-        entry["shape"] = dict(shape)
-    return entry
-
-
-# Defaults by kind of data (docs/results/fidelity_campaign.md): a periodic lattice gets the torus's
-# own basis, its measured spectrum and the cosine learning-rate decay that won the campaign; images
-# keep the paper's DCT and power-law fit and a constant learning rate.
-DATA_DEFAULTS = {"lattice": {"basis": "fourier", "spectrum": "empirical", "lr_decay": "cosine"},
-                 "image": {"basis": "dct", "spectrum": "fit", "lr_decay": "none"}}
-
-
-def data_defaults(dataset) -> dict:
-    """The default basis, spectrum mode and learning-rate decay for this kind of training data."""
-    return DATA_DEFAULTS["image" if dataset.kind == "image" else "lattice"]
-
-
-def resolve_config(dataset, preset: str, factor: float, k_c: float | None, net: str, periodic: bool | None,
-                   basis: str | None, spectrum: str | None, settings: TrainSettings, parameterization: str = "v",
-                   shape: dict | None = None):
-    """The full configuration of a new run and its spectrum S0 (C, H, W); basis/spectrum None: data_defaults."""
-    defaults = data_defaults(dataset)
-    basis = basis or defaults["basis"]
-    spectrum = spectrum or defaults["spectrum"]
-    net_entry = net_config(dataset, net, periodic, shape)
-    if dataset.height != dataset.width:
-        raise InputError(f"training needs square images, got {dataset.height}x{dataset.width}")
-    schedule, preset_name = resolve_schedule(preset, dataset.height, factor, k_c)
-    S0, spectrum_info = estimate_spectrum(dataset, spectrum, basis)
-    config = RunConfig(
-        model="skild",
-        parameterization=parameterization,
-        version=__version__,
-        H=dataset.height,
-        W=dataset.width,
-        channels=dataset.channels,
-        data_kind=dataset.kind,
-        data={**dataset.provenance(), "block_mean_abs": block_mean_scale(dataset)},
-        preset=preset_name,
-        factor=factor,
-        schedule=schedule.to_dict(),
-        basis=basis,
-        spectrum=spectrum_info,
-        net=net_entry,
-        train=asdict(settings),
-    )
-    return config, S0
 
 
 def _check_resumable(old: dict, new: dict) -> None:

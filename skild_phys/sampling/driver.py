@@ -1,0 +1,78 @@
+"""The one sampling driver: reverse chains from a `StartSpec`, batch by batch, into an output sink.
+
+Generation and super-resolution, lattices and images, all run here; they differ in the start
+(skild_phys.methods.starts) and in the sink that receives each batch of final samples (a
+configuration store in skild_phys.sampling.lattice, PNG files in skild_phys.sampling.images).
+Every sample has its own seed, derived from (seed, index) only, so a sample does not depend on
+the batch it was drawn in, and a sink that records how far it got resumes sample-exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from skild_base.errors import InputError
+from skild_phys.methods.skild import TrainedModel
+from skild_phys.methods.starts import StartSpec
+from skild_phys.process.diffusion import per_sample_generators, respaced_steps
+from skild_phys.sampling.samplers import placed_steps, sample_chain
+
+
+class Sink(Protocol):
+    """Receives the final samples of each batch: indices, their seeds, x (B, C, H, W) in pixels, float64."""
+
+    def write(self, idx: np.ndarray, seeds: list[int], x: torch.Tensor) -> None: ...
+
+
+def sample_seeds(seed: int, indices) -> list[int]:
+    """Per-sample 63-bit seeds derived from (seed, sample index) only."""
+    out = []
+    for i in np.asarray(indices):
+        words = np.random.SeedSequence(seed, spawn_key=(int(i),)).generate_state(2, dtype=np.uint32)
+        out.append(int((int(words[0]) << 31) ^ int(words[1])) & (2**63 - 1))
+    return out
+
+
+def chain_steps_for(start: StartSpec, steps: int | None, spacing: str = "uniform", process=None) -> list[int]:
+    """Reverse-chain steps from the start step down to 0: all of them, or K placed ones
+    (uniform in n, uniform in log λ or ρ-spaced: `samplers.placed_steps`)."""
+    if steps is not None and steps < 1:
+        raise InputError("--steps must be at least 1")
+    if spacing == "uniform":
+        return respaced_steps(start.n_start, steps or start.n_start)
+    return placed_steps(process, start.n_start, steps or start.n_start, spacing)
+
+
+def final_samples(model: TrainedModel, start: StartSpec, indices, chain_steps: list[int], seed: int = 0,
+                  batch: int = 16, variance: str = "posterior", sampler: str = "ancestral", eta: float = 0.0):
+    """Yield (indices, seeds, x) batch by batch: the reverse chain's final samples x (B, C, H, W) in pixels, float64.
+
+    Sample i uses only the seed derived from (seed, i), so x does not depend on `batch`.
+    """
+    indices = np.asarray(indices)
+    for lo in range(0, len(indices), batch):
+        idx = indices[lo:lo + batch]
+        seeds = sample_seeds(seed, idx)
+        gens = per_sample_generators(seeds)
+        with torch.no_grad():
+            cond = None if start.cond is None else start.cond(idx)
+            X = sample_chain(model.process, lambda x, n: model.eps_hat(x, n, cond), start.state(idx, gens),
+                             chain_steps, gens, sampler=sampler, eta=eta, variance=variance)
+            x = model.process.basis.inverse(X)
+        yield idx, seeds, x
+
+
+def drive(model: TrainedModel, start: StartSpec, indices, chain_steps: list[int], sink: Sink, seed: int = 0,
+          batch: int = 16, variance: str = "posterior", sampler: str = "ancestral", eta: float = 0.0,
+          total: int | None = None, progress: bool = True, unit: str = "sample") -> None:
+    """Run the chains of `indices` (in order) into `sink`, with a progress bar over `total` samples."""
+    indices = np.asarray(indices)
+    total = len(indices) if total is None else total
+    with tqdm(total=total, initial=total - len(indices), unit=unit, disable=not progress, dynamic_ncols=True) as bar:
+        for idx, seeds, x in final_samples(model, start, indices, chain_steps, seed, batch, variance, sampler, eta):
+            sink.write(idx, seeds, x)
+            bar.update(len(idx))
