@@ -29,25 +29,15 @@ from pathlib import Path
 
 import xarray as xr
 
+from skild_phys.workflow import option_argv
+
 DEFAULT = Path(__file__).with_name("fidelity_campaign.toml")
 RUN_FILE = "campaign_run.json"
 
 
 def argv(command: str, args: dict) -> list[str]:
     """skild-phys COMMAND with --key value options (lists repeat the option, True is a flag)."""
-    out = ["skild-phys", command]
-    for key, value in args.items():
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            out.append(flag)
-        elif value is False or value is None:
-            continue
-        elif isinstance(value, list):
-            for item in value:
-                out += [flag, str(item)]
-        else:
-            out += [flag, str(value)]
-    return out
+    return ["skild-phys", command] + option_argv(args)
 
 
 def load(path) -> dict:

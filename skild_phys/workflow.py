@@ -33,6 +33,23 @@ RESUMES_ITSELF = {"simulate", "generate", "superres", "evaluate"}  # rerunning t
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+def option_argv(args: dict) -> list[str]:
+    """--key value options of a command line: lists repeat the option, True is a bare flag, False/None absent."""
+    argv = []
+    for key, value in args.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is False or value is None:
+            continue
+        elif isinstance(value, list):
+            for item in value:
+                argv += [flag, str(item)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
 @dataclass
 class Stage:
     """One resolved stage: its command line, its output and the stages it reads."""
@@ -49,21 +66,8 @@ class Stage:
 
     def argv(self) -> list[str]:
         """The command line after `skild-phys RUN`."""
-        argv = [str(v) for v in self.args.get("_", [])]
-        for key, value in self.args.items():
-            if key == "_":
-                continue
-            flag = "--" + key.replace("_", "-")
-            if value is True:
-                argv.append(flag)
-            elif value is False or value is None:
-                continue
-            elif isinstance(value, list):
-                for item in value:
-                    argv += [flag, str(item)]
-            else:
-                argv += [flag, str(value)]
-        return argv
+        return [str(v) for v in self.args.get("_", [])] + option_argv(
+            {k: v for k, v in self.args.items() if k != "_"})
 
 
 @dataclass
