@@ -217,10 +217,8 @@ def _chain_options(f):
 def generate(run, samples, out, steps, seed, batch, variance, keep_field, sampler, eta, spacing, precision,
              compile_net, overwrite, quiet, device, threads):
     """Generate configurations from noise (reverse chain from n = N)."""
-    from skild_base.errors import InputError
     from skild_phys.methods import load_trained
-    from skild_phys.methods.starts import generation_start
-    from skild_phys.sampling.lattice import run_sampler
+    from skild_phys.sampling.lattice import generate_lattices
 
     _set_threads(threads)
     model = load_trained(run, device, precision, compile_net)
@@ -231,13 +229,9 @@ def generate(run, samples, out, steps, seed, batch, variance, keep_field, sample
                         progress=not quiet, log=lambda m: click.echo(m, err=True))
         click.echo(f"wrote {samples} generated images to {out}/samples (grid {out}/grid.png)")
         return
-    start = generation_start(model)
-    if steps is not None and steps > start.n_start:
-        raise InputError(f"--steps {steps} exceeds the checkpoint's {start.n_start} diffusion steps")
-    attrs = {"mode": "generate", "source": None, "checkpoint": str(run)}
-    run_sampler(out, model, start, samples, attrs, steps, seed=seed, batch=batch,
-                keep_field=keep_field, variance=variance, overwrite=overwrite, progress=not quiet,
-                log=lambda m: click.echo(m, err=True), sampler=sampler, eta=eta, spacing=spacing)
+    generate_lattices(out, model, samples, steps, checkpoint=str(run), seed=seed, batch=batch,
+                      keep_field=keep_field, variance=variance, overwrite=overwrite, progress=not quiet,
+                      log=lambda m: click.echo(m, err=True), sampler=sampler, eta=eta, spacing=spacing)
     click.echo(f"wrote {samples} generated configurations to {out}")
 
 
@@ -267,8 +261,8 @@ def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, steps, se
              sampler, eta, spacing, precision, compile_net, overwrite, quiet, device, threads):
     """Super-resolve configurations by the reverse chain from n0, where r(n0) = H / factor."""
     from skild_base.errors import InputError
-    from skild_phys.data.adapters import LatticeStore
-    from skild_phys.methods import at_data_size, load_trained, superres_start_for
+    from skild_phys.methods import load_trained
+    from skild_phys.sampling.lattice import superres_lattices
 
     if (hr is None) == (lr is None):
         raise InputError("give exactly one of --data (high-resolution store) or --lowres (coarse store)")
@@ -281,22 +275,11 @@ def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, steps, se
         raise InputError("lattice super-resolution takes one --factor")
     if bicubic:
         raise InputError("--bicubic is for image models; for lattices pass a coarse store with --lowres")
-    factor = factor[0]
-    dataset = LatticeStore(hr or lr)
-    n = len(dataset) if samples is None else samples
-    if not 1 <= n <= len(dataset):
-        raise InputError(f"--samples must be between 1 and {len(dataset)}")
-    model = at_data_size(model, dataset, factor, lowres=lr is not None)
-    start = superres_start_for(model, dataset, factor, lowres=lr is not None, lowres_start=lowres_start)
-    attrs = {"mode": "superres", "source": str(hr or lr), "factor": factor, "checkpoint": str(run),
-             "input": f"lowres-{lowres_start}" if lr else "forward-marginal",
-             **({"trained_L": model.config.transfer["trained_H"]} if model.config.transfer else {})}
-    from skild_phys.sampling.lattice import run_sampler
-
-    run_sampler(out, model, start, n, attrs, steps, seed=seed, batch=batch, keep_field=keep_field, variance=variance,
-                overwrite=overwrite, progress=not quiet, log=lambda m: click.echo(m, err=True), sampler=sampler,
-                eta=eta, spacing=spacing)
-    click.echo(f"wrote {n} super-resolved configurations (x{factor:g}, from step {start.n_start}) to {out}")
+    n, n_start = superres_lattices(out, model, hr or lr, lr is not None, factor[0], samples, steps,
+                                   checkpoint=str(run), lowres_start=lowres_start, seed=seed, batch=batch,
+                                   keep_field=keep_field, variance=variance, overwrite=overwrite, progress=not quiet,
+                                   log=lambda m: click.echo(m, err=True), sampler=sampler, eta=eta, spacing=spacing)
+    click.echo(f"wrote {n} super-resolved configurations (x{factor[0]:g}, from step {n_start}) to {out}")
 
 
 def _superres_images(model, hr, lr, bicubic, factors, out, samples, steps, seed, batch, variance, overwrite, quiet):

@@ -19,8 +19,10 @@ from ising.model import ISING
 from skild_base import outputs
 from skild_base.errors import InputError
 from skild_phys import __version__
+from skild_phys.data.adapters import LatticeStore
+from skild_phys.methods import at_data_size, superres_start_for
 from skild_phys.methods.skild import TrainedModel
-from skild_phys.methods.starts import StartSpec
+from skild_phys.methods.starts import StartSpec, generation_start
 from skild_phys.sampling.driver import chain_steps_for, drive
 from skild_phys.sampling.samplers import check_choice, choice_params, network_evaluations
 
@@ -93,3 +95,31 @@ class StoreSink:
         store.write_samples(self.root, self.done, arrays)
         self.done += len(idx)
         store.save_resume(self.out, samples_done=self.done)
+
+
+def generate_lattices(out, model: TrainedModel, n_samples: int, steps: int | None, checkpoint: str, **options) -> dict:
+    """`generate` for a lattice checkpoint: n_samples configurations from noise into the store `out`."""
+    start = generation_start(model)
+    if steps is not None and steps > start.n_start:
+        raise InputError(f"--steps {steps} exceeds the checkpoint's {start.n_start} diffusion steps")
+    attrs = {"mode": "generate", "source": None, "checkpoint": checkpoint}
+    return run_sampler(out, model, start, n_samples, attrs, steps, **options)
+
+
+def superres_lattices(out, model: TrainedModel, source: str, lowres: bool, factor: float, n_samples: int | None,
+                      steps: int | None, checkpoint: str, lowres_start: str = "conditional",
+                      **options) -> tuple[int, int]:
+    """`superres` for a lattice checkpoint: the first n_samples configurations of `source` (a truth store, or
+    with lowres a coarse one) super-resolved by `factor` into the store `out`; returns (samples, start step).
+    A larger lattice than the checkpoint's runs in lattice units (`methods.at_data_size`)."""
+    dataset = LatticeStore(source)
+    n = len(dataset) if n_samples is None else n_samples
+    if not 1 <= n <= len(dataset):
+        raise InputError(f"--samples must be between 1 and {len(dataset)}")
+    model = at_data_size(model, dataset, factor, lowres=lowres)
+    start = superres_start_for(model, dataset, factor, lowres=lowres, lowres_start=lowres_start)
+    attrs = {"mode": "superres", "source": str(source), "factor": factor, "checkpoint": checkpoint,
+             "input": f"lowres-{lowres_start}" if lowres else "forward-marginal",
+             **({"trained_L": model.config.transfer["trained_H"]} if model.config.transfer else {})}
+    run_sampler(out, model, start, n, attrs, steps, **options)
+    return n, start.n_start
