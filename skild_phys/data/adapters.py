@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ising.model import ISING
 from skild_base.errors import InputError
 
 _ADAPTERS: dict[str, Callable] = {}
@@ -86,8 +87,11 @@ class LatticeStore:
         return self.array[np.asarray(indices)].astype(np.float32)[:, None]
 
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Exact symmetries of the periodic Ising model: translations, the 8 square symmetries, global flip."""
+        """Exact symmetries of the lattice model (ising.model): translations with the 8 square
+        symmetries, and the global flip of a model with spin-flip symmetry."""
         y = _random_d4_translate(x, generator)
+        if "spin flip" not in ISING.symmetries:
+            return y
         flips = torch.randint(0, 2, (x.shape[0],), generator=generator).to(y) * 2 - 1
         return y * flips.view(-1, 1, 1, 1)
 
