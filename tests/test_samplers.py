@@ -156,3 +156,40 @@ def test_cli_samplers(tmp_path, tiny_run16):
     r = CliRunner().invoke(main, ["superres", "--checkpoint", str(run), "--data", str(data), "--factor", "4",
                                   "--sampler", "heun", "--eta", "0.5", "--out", str(tmp_path / "x.zarr")])
     assert r.exit_code == 2 and "--eta belongs to --sampler ddim" in r.output
+
+
+def test_memory_bound_caps_the_batch_and_changes_no_sample(tiny_run16, tmp_path):
+    """The driver runs at most as many samples at once as fit the memory share; samples do not depend
+    on the batch, so a capped run writes the same configurations as an uncapped one."""
+    from skild_phys.methods import load_trained
+    from skild_phys.methods.starts import generation_start
+    from skild_phys.sampling import driver
+    from skild_phys.sampling.lattice import run_sampler
+
+    run, _ = tiny_run16
+    model = load_trained(run, "cpu")
+    start = generation_start(model)
+    per = driver.per_sample_bytes(model, start, [0], start.n_start)
+    assert per > driver.CHAIN_COPIES * 8 * 16 * 16  # the network's activations come on top of the chain state
+    assert driver.memory_batch(64, per, torch.device("cpu"), budget=3 * per + 1) == 3
+    assert driver.memory_batch(64, per, torch.device("cpu"), budget=per // 2) == 1
+    assert driver.memory_batch(2, per, torch.device("cpu"), budget=100 * per) == 2
+    attrs = {"mode": "generate", "source": None}
+    free, final = driver.free_memory, driver.final_samples
+    batches = []
+
+    def recording(*args, **kwargs):
+        for idx, seeds, x in final(*args, **kwargs):
+            batches.append(len(idx))
+            yield idx, seeds, x
+
+    a = run_sampler(tmp_path / "a.zarr", model, start, 5, attrs, 4, batch=5, progress=False, log=lambda m: None)
+    try:
+        driver.free_memory = lambda device: int(2 * per / driver.MEMORY_SHARE) + 1  # room for two samples at once
+        driver.final_samples = recording
+        b = run_sampler(tmp_path / "b.zarr", model, start, 5, attrs, 4, batch=5, progress=False, log=lambda m: None)
+    finally:
+        driver.free_memory, driver.final_samples = free, final
+    assert batches == [2, 2, 1] and a["params"] == b["params"]
+    sa, sb = xr.open_zarr(tmp_path / "a.zarr"), xr.open_zarr(tmp_path / "b.zarr")
+    assert (sa.spins.values == sb.spins.values).all() and (sa.energy.values == sb.energy.values).all()

@@ -9,6 +9,8 @@ the batch it was drawn in, and a sink that records how far it got resumes sample
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from typing import Protocol
 
 import numpy as np
@@ -20,6 +22,10 @@ from skild_phys.methods.skild import TrainedModel
 from skild_phys.methods.starts import StartSpec
 from skild_phys.process.diffusion import per_sample_generators, respaced_steps
 from skild_phys.sampling.samplers import placed_steps, sample_chain
+
+
+MEMORY_SHARE = 0.5  # of the free device memory (CUDA) or available RAM (CPU) that one batch may hold
+CHAIN_COPIES = 8  # float64 copies of the state a reverse step holds at once (x, ε̂, x̂0, mean, noise, ...)
 
 
 class Sink(Protocol):
@@ -72,7 +78,54 @@ def drive(model: TrainedModel, start: StartSpec, indices, chain_steps: list[int]
     """Run the chains of `indices` (in order) into `sink`, with a progress bar over `total` samples."""
     indices = np.asarray(indices)
     total = len(indices) if total is None else total
+    if len(indices):
+        batch = memory_batch(batch, per_sample_bytes(model, start, indices[:1], chain_steps[0]), model.device)
     with tqdm(total=total, initial=total - len(indices), unit=unit, disable=not progress, dynamic_ncols=True) as bar:
         for idx, seeds, x in final_samples(model, start, indices, chain_steps, seed, batch, variance, sampler, eta):
             sink.write(idx, seeds, x)
             bar.update(len(idx))
+
+
+def per_sample_bytes(model: TrainedModel, start: StartSpec, idx, n: int) -> int:
+    """Bytes one sample occupies in a reverse step, at most: every module output of one network
+    forward on a batch of one (measured with forward hooks) plus the chain's float64 state copies.
+    An upper bound: under no_grad most activations are freed before the next ones exist."""
+    C, H, W = model.config.channels, model.process.basis.H, model.process.basis.W
+    total = [CHAIN_COPIES * 8 * C * H * W]
+    net = getattr(model.net, "_orig_mod", model.net)  # a compiled network is probed uncompiled
+
+    def count(module, inputs, output):
+        if isinstance(output, torch.Tensor):
+            total[0] += output.numel() * output.element_size()
+
+    hooks = [m.register_forward_hook(count) for m in net.modules()] if isinstance(net, torch.nn.Module) else []
+    try:
+        with torch.no_grad():
+            cond = None if start.cond is None else start.cond(idx)
+            x = torch.zeros((1, C, H, W), dtype=torch.float64, device=model.device)
+            dataclasses.replace(model, net=net).eps_hat(x, torch.full((1,), n, device=model.device), cond)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return int(total[0])
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Free bytes on a CUDA device, available RAM for the CPU; None where unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def memory_batch(batch: int, sample_bytes: int, device: torch.device, budget: int | None = None) -> int:
+    """The batch actually run: `batch`, capped so that batch × sample_bytes fits MEMORY_SHARE of the free
+    memory (or `budget` bytes).  Samples do not depend on the batch, so the cap changes no result."""
+    if budget is None:
+        free = free_memory(device)
+        budget = None if free is None else int(MEMORY_SHARE * free)
+    if budget is None or sample_bytes <= 0:
+        return batch
+    return max(1, min(batch, budget // sample_bytes))
