@@ -1,4 +1,4 @@
-"""Correlator analysis of configuration stores: kappa4(l), G(r), moments and the power spectrum.
+"""Correlator estimators of configuration sets: kappa4(l), G(r), moments and the power spectrum.
 
 Each source is read once, chunk by chunk along `sample` (NumPy, Zarr-backed or dask-backed
 xarray), and reduced to per-block sums of primitive quantities; every estimate and its

@@ -11,7 +11,7 @@ primitive holds yet, one more array in `BlockSums.add`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -67,7 +67,6 @@ class Observable:
     variables: tuple[Variable, ...]
     paired: Paired | None = None
     needs_spectrum: bool = False  # only when a spectrum basis is analysed
-    coords: dict = field(default_factory=dict)
 
 
 OBSERVABLES: dict[str, Observable] = {}

@@ -37,7 +37,8 @@ class LatticeModel:
         """The configuration a continuous field stands for: each site to its nearest value (ties up)."""
         values = np.asarray(self.values, dtype=np.float64)
         edges = (values[1:] + values[:-1]) / 2
-        return values[np.searchsorted(edges, field, side="right")].astype(self.dtype)
+        index = np.where(np.isnan(field), 0, np.searchsorted(edges, field, side="right"))  # NaN: the lowest value
+        return values[index].astype(self.dtype)
 
     def valid(self, states: np.ndarray) -> np.ndarray:
         """Per configuration: every site holds an allowed value."""

@@ -27,7 +27,7 @@ class RunConfig:
     H: int  # grid height
     W: int  # grid width
     channels: int  # data channels (1 for a lattice)
-    data_kind: str = "lattice"  # "lattice" or "image"
+    data_kind: str = "lattice"  # the adapter's kind: "spins" or "field" (lattice stores), "image"
     data: dict = field(default_factory=dict)  # provenance of the training data and block_mean_abs
     preset: str  # schedule preset name
     factor: float  # super-resolution factor the schedule reaches

@@ -70,6 +70,11 @@ def test_evaluate_refuses_what_it_did_not_make(run16, make_store, tmp_path):
     assert _evaluate(run16, truth, out, "--protocol", "marginal", "--baseline", "none").exit_code == 0
     r = _evaluate(run16, truth, out, "--protocol", "marginal", "--baseline", "none", "--seed", "3")
     assert r.exit_code == 2 and "other settings" in r.output
+    (out / "mine.txt").write_text("inside an evaluation: replaced with it")
+    first = (out / "model_marginal.zarr" / "seed").exists() and xr.open_zarr(out / "model_marginal.zarr").seed.values
+    r = _evaluate(run16, truth, out, "--protocol", "marginal", "--baseline", "none", "--seed", "3", "--overwrite")
+    assert r.exit_code == 0 and json.loads((out / "evaluation.json").read_text())["params"]["settings"]["seed"] == 3
+    assert not (out / "mine.txt").exists() and (xr.open_zarr(out / "model_marginal.zarr").seed.values != first).all()
     r = _evaluate(run16, truth, out, "--samples", "100000")
     assert r.exit_code == 2 and "exceeds" in r.output
 

@@ -239,6 +239,13 @@ def test_cifar_train_generate_superres_metrics(tmp_path, cifar_run, photo_cifar)
     assert sorted(p.name for p in (gen / "samples").iterdir()) == ["000000.png", "000001.png", "000002.png"]
     assert np.load(gen / "samples.npy").shape == (3, 3, 32, 32)
     assert Image.open(gen / "grid.png").size[0] > 3 * 32
+    # the few-step samplers serve image checkpoints too: the ODE changes the images and is recorded
+    heun = tmp_path / "gen_heun"
+    result = _cli("generate", "--checkpoint", cifar_run, "--samples", 3, "--steps", 4, "--sampler", "heun",
+                  "--out", heun, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert json.loads((heun / "config.json").read_text())["params"]["sampler"] == "heun"
+    assert not np.array_equal(np.load(heun / "samples.npy"), np.load(gen / "samples.npy"))
     test_batch = photo_cifar[1]
     for flags in ([], ["--bicubic"]):
         out = tmp_path / f"sr{len(flags)}"

@@ -20,8 +20,8 @@ def test_ising_description_matches_the_site_by_site_definitions():
     obs = ISING.observables(states, J=1.0)
     np.testing.assert_allclose(obs["energy"], [_energy_by_bonds(s) for s in states], atol=1e-12)
     np.testing.assert_allclose(obs["magnetization"], [s.sum() / s.size for s in states], atol=1e-12)
-    field = np.array([[-2.0, -1e-300, -0.0, 0.0, 1e-300, 3.0]])[None]
-    assert ISING.project(field).tolist() == [[[-1, -1, 1, 1, 1, 1]]]  # x >= 0 -> +1, as the sign projection
+    field = np.array([[-2.0, -1e-300, -0.0, 0.0, 1e-300, 3.0, np.nan]])[None]
+    assert ISING.project(field).tolist() == [[[-1, -1, 1, 1, 1, 1, -1]]]  # x >= 0 -> +1, else (NaN too) -1
     bad = states.copy()
     bad[2, 1, 1] = 0
     assert ISING.valid(bad).tolist() == [True, True, False, True, True]

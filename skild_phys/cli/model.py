@@ -226,6 +226,7 @@ def generate(run, samples, out, steps, seed, batch, variance, keep_field, sample
         from skild_phys.sampling.images import generate_images
 
         generate_images(out, model, samples, steps, seed=seed, batch=batch, variance=variance, overwrite=overwrite,
+                        sampler=sampler, eta=eta, spacing=spacing,
                         progress=not quiet, log=lambda m: click.echo(m, err=True))
         click.echo(f"wrote {samples} generated images to {out}/samples (grid {out}/grid.png)")
         return
@@ -269,7 +270,8 @@ def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, steps, se
     _set_threads(threads)
     model = load_trained(run, device, precision, compile_net)
     if model.config.data_kind == "image":
-        _superres_images(model, hr, lr, bicubic, factor, out, samples, steps, seed, batch, variance, overwrite, quiet)
+        _superres_images(model, hr, lr, bicubic, factor, out, samples, steps, seed, batch, variance, overwrite, quiet,
+                         sampler, eta, spacing)
         return
     if len(factor) != 1:
         raise InputError("lattice super-resolution takes one --factor")
@@ -282,7 +284,8 @@ def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, steps, se
     click.echo(f"wrote {n} super-resolved configurations (x{factor[0]:g}, from step {n_start}) to {out}")
 
 
-def _superres_images(model, hr, lr, bicubic, factors, out, samples, steps, seed, batch, variance, overwrite, quiet):
+def _superres_images(model, hr, lr, bicubic, factors, out, samples, steps, seed, batch, variance, overwrite, quiet,
+                     sampler, eta, spacing):
     """`superres` for an image checkpoint: PNG folders per factor, metrics.json and factors.png in OUT."""
     import skild_phys.data.images  # noqa: F401  (registers the cifar10: and imagefolder: adapters)
     from skild_base.errors import InputError
@@ -296,6 +299,7 @@ def _superres_images(model, hr, lr, bicubic, factors, out, samples, steps, seed,
     dataset = open_dataset(hr, size=H) if hr else open_dataset(lr, size=lowres_side(H, factors[0]))
     source = "lowres" if lr else ("bicubic" if bicubic else "marginal")
     record = superres_images(out, model, dataset, factors, source, samples, steps, seed=seed, batch=batch,
+                             sampler=sampler, eta=eta, spacing=spacing,
                              variance=variance, overwrite=overwrite, progress=not quiet,
                              log=lambda m: click.echo(m, err=True))
     for f, rec in record.get("metrics", {}).items():

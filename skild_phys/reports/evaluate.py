@@ -127,7 +127,8 @@ def fidelity_sizes(L: int) -> list[int]:
 
 def _prepare_dir(out: Path, params: dict, overwrite: bool, inputs=()) -> dict:
     """The evaluation record of OUT: the existing one with the same parameters (its finished sources are
-    kept), or a new one (`outputs.begin`: another evaluation there only with --overwrite)."""
+    kept, with or without --overwrite), or a new one (`outputs.begin`: an evaluation with other settings
+    there is replaced only with --overwrite)."""
     record_file = out / EVAL_FILE
     record = None
     if record_file.is_file():
@@ -135,6 +136,9 @@ def _prepare_dir(out: Path, params: dict, overwrite: bool, inputs=()) -> dict:
             record = json.loads(record_file.read_text())
         except json.JSONDecodeError:
             raise InputError(f"{record_file} is damaged; remove the directory or choose another --out") from None
+    if record is not None and record.get("params") == params:
+        outputs.check_not_input(out, inputs)
+        return record
     status = outputs.begin(out, outputs.EVALUATION, params, record, overwrite, inputs,
                            hint="it has other settings: pass --overwrite to replace it")
     if status != "fresh":

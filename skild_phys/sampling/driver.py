@@ -10,7 +10,7 @@ the batch it was drawn in, and a sink that records how far it got resumes sample
 from __future__ import annotations
 
 import dataclasses
-import os
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -74,12 +74,15 @@ def final_samples(model: TrainedModel, start: StartSpec, indices, chain_steps: l
 
 def drive(model: TrainedModel, start: StartSpec, indices, chain_steps: list[int], sink: Sink, seed: int = 0,
           batch: int = 16, variance: str = "posterior", sampler: str = "ancestral", eta: float = 0.0,
-          total: int | None = None, progress: bool = True, unit: str = "sample") -> None:
+          total: int | None = None, progress: bool = True, unit: str = "sample", log=None) -> None:
     """Run the chains of `indices` (in order) into `sink`, with a progress bar over `total` samples."""
     indices = np.asarray(indices)
     total = len(indices) if total is None else total
     if len(indices):
-        batch = memory_batch(batch, per_sample_bytes(model, start, indices[:1], chain_steps[0]), model.device)
+        capped = memory_batch(batch, per_sample_bytes(model, start, indices[:1], chain_steps[0]), model.device)
+        if capped < batch and log is not None:
+            log(f"running {capped} samples at a time (--batch {batch} would not fit the free memory)")
+        batch = capped
     with tqdm(total=total, initial=total - len(indices), unit=unit, disable=not progress, dynamic_ncols=True) as bar:
         for idx, seeds, x in final_samples(model, start, indices, chain_steps, seed, batch, variance, sampler, eta):
             sink.write(idx, seeds, x)
@@ -111,13 +114,28 @@ def per_sample_bytes(model: TrainedModel, start: StartSpec, idx, n: int) -> int:
 
 
 def free_memory(device: torch.device) -> int | None:
-    """Free bytes on a CUDA device, available RAM for the CPU; None where unknown."""
+    """Bytes a batch may still use: on CUDA the free device memory plus what torch holds in reserve
+    unused; on the CPU MemAvailable, within the cgroup's memory limit; None where unknown."""
     if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
+        free = torch.cuda.mem_get_info(device)[0]
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
     try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
+        meminfo = Path("/proc/meminfo").read_text()
+        available = int(next(line.split()[1] for line in meminfo.splitlines() if line.startswith("MemAvailable:")))
+        available *= 1024
+    except (OSError, StopIteration, ValueError, IndexError):
         return None
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit, usage = Path(limit_file).read_text().strip(), Path(usage_file).read_text().strip()
+            if limit.isdigit() and usage.isdigit():
+                available = min(available, max(int(limit) - int(usage), 0))
+            break
+        except OSError:
+            continue
+    return available
 
 
 def memory_batch(batch: int, sample_bytes: int, device: torch.device, budget: int | None = None) -> int:

@@ -1,6 +1,6 @@
 """Generation and continuous super-resolution of RGB images into PNG folders, with bicubic baselines and metrics.
 
-The reverse chain is `sample.final_samples`, as for lattices; only the sink differs.
+The reverse chain is the sampling driver (`sampling.driver.drive`), as for lattices; only the sink differs.
 Super-resolution at factor f starts at n0 where r(n0) = H / f (SPEC §4), for any real f:
 - "marginal" (paper protocol): the exact forward marginal of the high-resolution image at n0;
 - "bicubic": a real low-resolution input, the HR image bicubic-downsampled to round(H / f),
@@ -28,6 +28,7 @@ from skild_phys.methods.starts import generation_start, marginal_start, start_st
 from skild_phys.process.basis import Basis, embed_low_modes
 from skild_phys.process.diffusion import per_sample_generators
 from skild_phys.sampling.driver import chain_steps_for, drive, sample_seeds
+from skild_phys.sampling.samplers import check_choice, choice_params
 
 SOURCES = ("marginal", "bicubic", "lowres")
 GRID_IMAGES = 8  # images per row of a grid
@@ -37,19 +38,22 @@ CONFIG = "config.json"
 
 def generate_images(out, model: TrainedModel, n_samples: int, steps: int | None = None, seed: int = 0,
                     batch: int = 16, variance: str = "posterior", overwrite: bool = False, progress: bool = True,
-                    log=print) -> dict:
+                    log=print, sampler: str = "ancestral", eta: float = 0.0, spacing: str = "uniform") -> dict:
     """Generate n_samples images from noise into OUT/samples/*.png, OUT/samples.npy and OUT/grid.png (streamed)."""
     _check_image_model(model)
+    check_choice(sampler, eta, spacing)
     start = generation_start(model)
-    chain = chain_steps_for(start, steps)
+    chain = chain_steps_for(start, steps, spacing, model.process)
     params = {"mode": "generate", "checkpoint": model.digest, "n_samples": n_samples, "seed": seed,
-              "start_step": chain[0], "reverse_steps": len(chain) - 1, "variance": variance}
+              "start_step": chain[0], "reverse_steps": len(chain) - 1, "variance": variance,
+              **choice_params(sampler, eta, spacing)}
     out, done = _prepare(out, params, n_samples, batch, overwrite, log, inputs=(model.path,))
     if done is not None:
         return done
     head = []
     sink = ImageSink(out / "samples", n_samples, model, then=lambda idx, x: _keep(head, x, GRID_IMAGES**2))
-    drive(model, start, np.arange(n_samples), chain, sink, seed, batch, variance, progress=progress, unit="image")
+    drive(model, start, np.arange(n_samples), chain, sink, seed, batch, variance, sampler, eta, progress=progress,
+          unit="image", log=log)
     sink.close()
     save_png(image_grid(torch.cat(head), GRID_IMAGES), out / "grid.png")
     return _finish(out, params, {})
@@ -57,7 +61,8 @@ def generate_images(out, model: TrainedModel, n_samples: int, steps: int | None 
 
 def superres_images(out, model: TrainedModel, dataset, factors, source: str = "marginal", n_samples: int | None = None,
                     steps: int | None = None, seed: int = 0, batch: int = 16, variance: str = "posterior",
-                    overwrite: bool = False, progress: bool = True, log=print) -> dict:
+                    overwrite: bool = False, progress: bool = True, log=print, sampler: str = "ancestral",
+                    eta: float = 0.0, spacing: str = "uniform") -> dict:
     """Super-resolve `dataset` at each factor into OUT/x{f}/ (PNGs, grid), OUT/metrics.json, OUT/factors.png.
 
     Images stream batch by batch; only the first few of each kind are kept for the grids.
@@ -65,6 +70,7 @@ def superres_images(out, model: TrainedModel, dataset, factors, source: str = "m
     _check_image_model(model)
     if source not in SOURCES:
         raise InputError(f"unknown super-resolution source {source!r}; choose one of {', '.join(SOURCES)}")
+    check_choice(sampler, eta, spacing)
     factors = [float(f) for f in factors]
     if not factors or any(not f > 1 for f in factors):
         raise InputError("super-resolution factors must be > 1")
@@ -79,7 +85,8 @@ def superres_images(out, model: TrainedModel, dataset, factors, source: str = "m
         raise InputError(f"--samples must be between 1 and {len(dataset)}")
     H, W = model.config.H, model.config.W
     params = {"mode": "superres", "source": source, "data": getattr(dataset, "spec", ""), "factors": factors,
-              "checkpoint": model.digest, "n_samples": n, "seed": seed, "steps": steps, "variance": variance}
+              "checkpoint": model.digest, "n_samples": n, "seed": seed, "steps": steps, "variance": variance,
+              **choice_params(sampler, eta, spacing)}
     out, done = _prepare(out, params, n, batch, overwrite, log, inputs=(model.path, params["data"]))
     if done is not None:
         return done
@@ -96,7 +103,7 @@ def superres_images(out, model: TrainedModel, dataset, factors, source: str = "m
             start = superres_start(model, dataset, f, lowres=False)
         else:
             start = _lowres_start(model, dataset, f, downsample=source == "bicubic")
-        chain = chain_steps_for(start, steps)
+        chain = chain_steps_for(start, steps, spacing, model.process)
         folder = out / f"x{f:g}"
         log(f"x{f:g}: {h}x{h} -> {H}x{W}, start step {chain[0]}, {len(chain) - 1} reverse steps")
         scores = {"skild": ImageScores(say), "bicubic": ImageScores(say)}
@@ -114,7 +121,8 @@ def superres_images(out, model: TrainedModel, dataset, factors, source: str = "m
                 _keep(head[name], images, GRID_IMAGES)
 
         sink = ImageSink(folder / "samples", n, model, then=compare)
-        drive(model, start, np.arange(n), chain, sink, seed, batch, variance, progress=progress, unit="image")
+        drive(model, start, np.arange(n), chain, sink, seed, batch, variance, sampler, eta, progress=progress,
+              unit="image", log=log)
         sink.close()
         first = {name: torch.cat(parts) for name, parts in head.items()}
         shown = _start_images(model, start, np.arange(len(first["skild"])), seed) if source == "marginal" \
@@ -236,7 +244,12 @@ def _prepare(out, params: dict, n: int, batch: int, overwrite: bool, log, inputs
     out = Path(out)
     params = json.loads(json.dumps(params))
     config = out / CONFIG
-    old = json.loads(config.read_text()) if config.is_file() else None
+    old = None
+    if config.is_file():
+        try:
+            old = json.loads(config.read_text())
+        except json.JSONDecodeError:
+            raise InputError(f"{config} is damaged; remove the directory or choose another --out") from None
     status = outputs.begin(out, outputs.IMAGES, params, old, overwrite, inputs)
     if status == "complete":
         log(f"{out} is already complete; nothing to do")

@@ -67,7 +67,7 @@ def run_sampler(out, model: TrainedModel, start: StartSpec, n_samples: int, attr
         log(f"resuming {out} at sample {done} of {n_samples}")
     sink = StoreSink(out, start, done, keep_field)
     drive(model, start, np.arange(done, n_samples), chain_steps, sink, seed, batch, variance, sampler, eta,
-          total=n_samples, progress=progress)
+          total=n_samples, progress=progress, log=log)
     store.remove_resume(out)
     store.finalize(out, {"complete": True})
     return store.read_attrs(out)

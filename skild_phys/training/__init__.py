@@ -1,1 +1,1 @@
-"""Training: the loop, run directories and checkpoints, data-parallel ranks."""
+"""Training: the loop and its run directory (files in skild_phys.checkpoint), data-parallel ranks."""
