@@ -174,6 +174,17 @@ def claim(out, kind: str, overwrite: bool = False, inputs=(), what: str = "--out
     return "new"
 
 
+def read_record(path) -> dict | None:
+    """The JSON record an output keeps of what made it (None where there is none); damaged: one sentence."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError(f"{p} is damaged; remove the directory or choose another --out") from None
+
+
 def begin(out, kind: str, params: dict, record: dict | None, overwrite: bool = False, inputs=(),
           prepare=None, what: str = "--out", hint: str = "pass --overwrite to replace it") -> str:
     """The one resume rule of every command whose output its parameters determine (superres,

@@ -425,3 +425,7 @@ def test_one_resume_rule_for_every_parameter_determined_output(tmp_path):
     with pytest.raises(InputError, match="is an input"):
         outputs.begin(foreign, outputs.IMAGES, {"a": 1}, None, overwrite=True, inputs=(foreign,))
     assert (foreign / "notes.txt").read_text() == "keep"
+    (tmp_path / "record.json").write_text('{"params": {"a": 1}, "compl')  # a record cut short by a crash
+    with pytest.raises(InputError, match="is damaged"):
+        outputs.read_record(tmp_path / "record.json")
+    assert outputs.read_record(tmp_path / "none.json") is None

@@ -129,13 +129,7 @@ def _prepare_dir(out: Path, params: dict, overwrite: bool, inputs=()) -> dict:
     """The evaluation record of OUT: the existing one with the same parameters (its finished sources are
     kept, with or without --overwrite), or a new one (`outputs.begin`: an evaluation with other settings
     there is replaced only with --overwrite)."""
-    record_file = out / EVAL_FILE
-    record = None
-    if record_file.is_file():
-        try:
-            record = json.loads(record_file.read_text())
-        except json.JSONDecodeError:
-            raise InputError(f"{record_file} is damaged; remove the directory or choose another --out") from None
+    record = outputs.read_record(out / EVAL_FILE)
     if record is not None and record.get("params") == params:
         outputs.check_not_input(out, inputs)
         return record

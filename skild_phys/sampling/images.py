@@ -244,12 +244,7 @@ def _prepare(out, params: dict, n: int, batch: int, overwrite: bool, log, inputs
     out = Path(out)
     params = json.loads(json.dumps(params))
     config = out / CONFIG
-    old = None
-    if config.is_file():
-        try:
-            old = json.loads(config.read_text())
-        except json.JSONDecodeError:
-            raise InputError(f"{config} is damaged; remove the directory or choose another --out") from None
+    old = outputs.read_record(config)
     status = outputs.begin(out, outputs.IMAGES, params, old, overwrite, inputs)
     if status == "complete":
         log(f"{out} is already complete; nothing to do")
