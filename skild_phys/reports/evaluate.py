@@ -133,10 +133,8 @@ def _prepare_dir(out: Path, params: dict, overwrite: bool, inputs=()) -> dict:
     if record is not None and record.get("params") == params:
         outputs.check_not_input(out, inputs)
         return record
-    status = outputs.begin(out, outputs.EVALUATION, params, record, overwrite, inputs,
-                           hint="it has other settings: pass --overwrite to replace it")
-    if status != "fresh":
-        return record
+    outputs.begin(out, outputs.EVALUATION, params, record, overwrite, inputs,  # other settings: always "fresh"
+                  hint="it has other settings: pass --overwrite to replace it")
     out.mkdir(parents=True, exist_ok=True)
     return {"params": params, "sources": {}}
 
