@@ -145,3 +145,44 @@ def test_transfer_refuses_what_it_cannot_carry():
         at_size(model, 32, 32)
     with pytest.raises(InputError, match="lattice-unit form"):
         scaled_schedule(Schedule("cosine", 0.0, 0.0, theta=0.008), 2)
+
+
+def test_cli_cascade_is_repeated_superres_with_seed_plus_stage(tmp_path, make_store, tiny_run16):
+    """--cascade 4 -> 16 -> 32 writes what two superres runs by hand write (stage j with seed + j), byte for
+    byte; it resumes as complete, and refuses what it cannot climb in one sentence."""
+    run = tiny_run16[0]
+    coarse = tmp_path / "c4.zarr"
+    assert CliRunner().invoke(main, ["coarsen", str(tiny_run16[1]), "--factor", "4", "--out", str(coarse),
+                                     "--quiet"]).exit_code == 0
+    common = ["--checkpoint", str(run), "--steps", "3", "--samples", "3", "--batch", "2", "--quiet", "--device", "cpu"]
+    out = tmp_path / "x32.zarr"
+    args = ["superres", *common, "--lowres", str(coarse), "--factor", "4", "--factor", "2", "--cascade", "--seed", "5",
+            "--out", str(out)]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    stage1 = tmp_path / "x32.L16.zarr"
+    first, final = xr.open_zarr(stage1), xr.open_zarr(out)
+    assert first.spins.shape == (3, 16, 16) and final.spins.shape == (3, 32, 32)
+    assert final.attrs["cascade"] == {"factors": [4.0, 2.0], "stage": 2, "source": str(coarse)}
+    assert final.attrs["trained_L"] == 16 and "trained_L" not in first.attrs
+    by_hand = []
+    for source, f, seed, name in ((coarse, "4", "5", "h16.zarr"), (stage1, "2", "6", "h32.zarr")):
+        r = CliRunner().invoke(main, ["superres", *common, "--lowres", str(source), "--factor", f, "--seed", seed,
+                                      "--out", str(tmp_path / name)])
+        assert r.exit_code == 0, r.output
+        by_hand.append(xr.open_zarr(tmp_path / name).spins.values)
+    np.testing.assert_array_equal(first.spins.values, by_hand[0])
+    np.testing.assert_array_equal(final.spins.values, by_hand[1])
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0 and r.output.count("already complete") == 2, r.output
+    for extra, message in ((["--lowres", str(coarse), "--factor", "4", "--factor", "2"], "with --cascade"),
+                           (["--data", str(tiny_run16[1]), "--factor", "4", "--factor", "2", "--cascade"],
+                            "pass it with --lowres"),
+                           (["--lowres", str(coarse), "--factor", "4", "--cascade"], "repeat --factor"),
+                           (["--lowres", str(coarse), "--factor", "4", "--factor", "1.3", "--cascade"],
+                            "whole lattices"),
+                           (["--lowres", str(coarse), "--factor", "2", "--factor", "4", "--cascade"],
+                            "smaller than the checkpoint")):
+        r = CliRunner().invoke(main, ["superres", *common, *extra, "--out", str(tmp_path / "bad.zarr")])
+        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
+        assert not (tmp_path / "bad.zarr").exists() and not (tmp_path / "bad.L16.zarr").exists()

@@ -183,7 +183,7 @@ def _train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, 
         record = run_training(run_dir, dataset, config, S0, resume=resume, progress=not quiet,
                               log=lambda m: click.echo(m, err=True), objective=method.objective(config))
     except KeyboardInterrupt:
-        raise click.ClickException(f"interrupted; state saved, continue with the same command plus --resume") from None
+        raise click.ClickException("interrupted; state saved, continue with the same command plus --resume") from None
     if ranks.main:
         click.echo(f"trained to step {config.train['steps']}: loss {record.get('loss', float('nan')):.4f}; "
                    f"checkpoint {run_dir}/model.pt")
@@ -255,32 +255,52 @@ def generate(run, samples, out, steps, seed, batch, variance, keep_field, sample
 @click.option("--lowres-start", default="conditional", type=click.Choice(["conditional", "embed"]),
               help="Lattice --lowres: draw the clean state from its Gaussian conditional given the block means "
                    "under the checkpoint's S0 (any basis), or place the coarse DCT coefficients in the low modes.")
-@click.option("--steps", type=int, default=None, help="Reverse steps K from n0 [default: n0].")
+@click.option("--steps", type=int, default=None, help="Reverse steps K from n0 [default: n0] (each stage of a cascade).")
+@click.option("--cascade", is_flag=True,
+              help="Lattice --lowres: climb the repeated --factor one at a time (--factor 4 --factor 4: 8 -> 32 -> "
+                   "128), each stage's output the next one's coarse input, stage j with seed + j; the stages "
+                   "before the last are kept beside --out as OUT.L<side>.zarr.")
 @_chain_options
 @writes("out")
-def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, steps, seed, batch, variance, keep_field,
-             sampler, eta, spacing, precision, compile_net, overwrite, quiet, device, threads):
-    """Super-resolve configurations by the reverse chain from n0, where r(n0) = H / factor."""
+def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, steps, cascade, seed, batch, variance,
+             keep_field, sampler, eta, spacing, precision, compile_net, overwrite, quiet, device, threads):
+    """Super-resolve configurations by the reverse chain from n0, where r(n0) = H / factor.
+
+    A lattice larger than the checkpoint's runs in lattice units (docs/theory.md); --cascade climbs
+    several factors in turn.
+    """
     from skild_base.errors import InputError
     from skild_phys.methods import load_trained
-    from skild_phys.sampling.lattice import superres_lattices
+    from skild_phys.sampling.lattice import cascade_lattices, superres_lattices
 
     if (hr is None) == (lr is None):
         raise InputError("give exactly one of --data (high-resolution store) or --lowres (coarse store)")
     _set_threads(threads)
     model = load_trained(run, device, precision, compile_net)
     if model.config.data_kind == "image":
+        if cascade:
+            raise InputError("--cascade is for lattice checkpoints; image models take several --factor at once")
         _superres_images(model, hr, lr, bicubic, factor, out, samples, steps, seed, batch, variance, overwrite, quiet,
                          sampler, eta, spacing)
         return
-    if len(factor) != 1:
-        raise InputError("lattice super-resolution takes one --factor")
     if bicubic:
         raise InputError("--bicubic is for image models; for lattices pass a coarse store with --lowres")
+    options = dict(seed=seed, batch=batch, keep_field=keep_field, variance=variance, overwrite=overwrite,
+                   progress=not quiet, log=lambda m: click.echo(m, err=True), sampler=sampler, eta=eta,
+                   spacing=spacing)
+    if cascade:
+        if lr is None:
+            raise InputError("--cascade starts from a coarse store: pass it with --lowres")
+        stages = cascade_lattices(out, model, lr, factor, samples, steps, checkpoint=str(run),
+                                  lowres_start=lowres_start, **options)
+        for path, side, n_start in stages:
+            click.echo(f"cascade: {side}x{side} (from step {n_start}) in {path}")
+        click.echo(f"wrote the x{' x'.join(f'{f:g}' for f in factor)} cascade to {out}")
+        return
+    if len(factor) != 1:
+        raise InputError("lattice super-resolution takes one --factor (several in turn with --cascade)")
     n, n_start = superres_lattices(out, model, hr or lr, lr is not None, factor[0], samples, steps,
-                                   checkpoint=str(run), lowres_start=lowres_start, seed=seed, batch=batch,
-                                   keep_field=keep_field, variance=variance, overwrite=overwrite, progress=not quiet,
-                                   log=lambda m: click.echo(m, err=True), sampler=sampler, eta=eta, spacing=spacing)
+                                   checkpoint=str(run), lowres_start=lowres_start, **options)
     click.echo(f"wrote {n} super-resolved configurations (x{factor[0]:g}, from step {n_start}) to {out}")
 
 

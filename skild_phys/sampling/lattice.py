@@ -108,7 +108,7 @@ def generate_lattices(out, model: TrainedModel, n_samples: int, steps: int | Non
 
 def superres_lattices(out, model: TrainedModel, source: str, lowres: bool, factor: float, n_samples: int | None,
                       steps: int | None, checkpoint: str, lowres_start: str = "conditional",
-                      **options) -> tuple[int, int]:
+                      cascade: dict | None = None, **options) -> tuple[int, int]:
     """`superres` for a lattice checkpoint: the first n_samples configurations of `source` (a truth store, or
     with lowres a coarse one) super-resolved by `factor` into the store `out`; returns (samples, start step).
     A larger lattice than the checkpoint's runs in lattice units (`methods.at_data_size`)."""
@@ -120,6 +120,60 @@ def superres_lattices(out, model: TrainedModel, source: str, lowres: bool, facto
     start = superres_start_for(model, dataset, factor, lowres=lowres, lowres_start=lowres_start)
     attrs = {"mode": "superres", "source": str(source), "factor": factor, "checkpoint": checkpoint,
              "input": f"lowres-{lowres_start}" if lowres else "forward-marginal",
-             **({"trained_L": model.config.transfer["trained_H"]} if model.config.transfer else {})}
+             **({"trained_L": model.config.transfer["trained_H"]} if model.config.transfer else {}),
+             **({"cascade": cascade} if cascade else {})}
     run_sampler(out, model, start, n, attrs, steps, **options)
     return n, start.n_start
+
+
+def cascade_paths(out, sizes: list[int]) -> list[str]:
+    """Where a cascade writes: one store per stage, the last at `out`, the others beside it named by their
+    side (`x128.zarr` from 8 -> 32 -> 128 keeps `x128.L32.zarr`)."""
+    text = str(out).rstrip("/")
+    stem = text[:-5] if text.endswith(".zarr") else text
+    return [f"{stem}.L{size}.zarr" for size in sizes[:-1]] + [str(out)]
+
+
+def cascade_lattices(out, model: TrainedModel, source: str, factors, n_samples: int | None, steps: int | None,
+                     checkpoint: str, seed: int = 0, lowres_start: str = "conditional",
+                     **options) -> list[tuple[str, int, int]]:
+    """`superres --cascade`: the coarse store `source` climbs the factors one at a time, each stage's output
+    the next stage's coarse input (`--lowres`), every stage with the same checkpoint (in lattice units where
+    the lattice outgrows it). Stage j (from 0) samples with seed + j; the first takes the first n_samples
+    inputs. Each stage is its own resumable store (`cascade_paths`); returns (path, side, start step) per stage."""
+    import contextlib
+
+    log = options.get("log", print)
+    if len(factors) < 2:
+        raise InputError("--cascade climbs several factors: repeat --factor (e.g. --factor 4 --factor 4)")
+    side = first = LatticeStore(source).height
+    sizes = []
+    for f in factors:
+        side = side * f
+        if abs(side - round(side)) > 1e-9:
+            raise InputError(f"the cascade's factors {', '.join(f'{v:g}' for v in factors)} do not give whole "
+                             f"lattices from {first}x{first}")
+        side = int(round(side))
+        sizes.append(side)
+    from skild_phys.methods.skild import at_size
+
+    for size in sizes:  # every stage's lattice is one the checkpoint can serve, before the first chain runs
+        if model.config.data_kind != "image" and size != model.config.H:
+            at_size(model, size, size)
+    paths = cascade_paths(out, sizes)
+    if len(set(paths)) != len(paths) or str(source) in paths:
+        raise InputError(f"--out {out} would overwrite the cascade's input or one of its stages; choose another name")
+    stages = []
+    with contextlib.ExitStack() as stack:
+        for path in paths[:-1]:  # the final store is held by the command itself
+            stack.enter_context(outputs.lock(path, "--out (cascade stage)"))
+        stage_input = source
+        for j, (f, path) in enumerate(zip(factors, paths)):
+            log(f"cascade stage {j + 1} of {len(factors)}: x{f:g} to {sizes[j]}x{sizes[j]} -> {path}")
+            stage = {"factors": list(factors), "stage": j + 1, "source": str(source)}
+            _, n_start = superres_lattices(path, model, stage_input, True, f, n_samples if j == 0 else None, steps,
+                                           checkpoint=checkpoint, lowres_start=lowres_start, seed=seed + j,
+                                           cascade=stage, **options)
+            stages.append((path, sizes[j], n_start))
+            stage_input = path
+    return stages
