@@ -143,6 +143,8 @@ def cascade_lattices(out, model: TrainedModel, source: str, factors, n_samples: 
     inputs. Each stage is its own resumable store (`cascade_paths`); returns (path, side, start step) per stage."""
     import contextlib
 
+    from skild_phys.methods.skild import at_size
+
     log = options.get("log", print)
     if len(factors) < 2:
         raise InputError("--cascade climbs several factors: repeat --factor (e.g. --factor 4 --factor 4)")
@@ -155,11 +157,8 @@ def cascade_lattices(out, model: TrainedModel, source: str, factors, n_samples: 
                              f"lattices from {first}x{first}")
         side = int(round(side))
         sizes.append(side)
-    from skild_phys.methods.skild import at_size
-
     for size in sizes:  # every stage's lattice is one the checkpoint can serve, before the first chain runs
-        if model.config.data_kind != "image" and size != model.config.H:
-            at_size(model, size, size)
+        at_size(model, size, size)
     paths = cascade_paths(out, sizes)
     if len(set(paths)) != len(paths) or str(source) in paths:
         raise InputError(f"--out {out} would overwrite the cascade's input or one of its stages; choose another name")
