@@ -1,6 +1,6 @@
 """Price and accuracy of the samplers: paired fidelity against network evaluations, one checkpoint.
 
-    python benchmarks/sampler_sweep.py [--checkpoint RUN] [--truth TEST.zarr] [--samples N]
+    python benchmarks/sampler_sweep.py [--checkpoint RUN] [--truth TEST.zarr] [--samples N] [--gen-samples M]
                                        [--rows a,b] [--threads T] [--table-only] [--out TABLE.md]
 
 Every row super-resolves the same first N held-out configurations (paper protocol: the
@@ -44,13 +44,20 @@ ROWS = [
     # the real coarse input (block means alone) instead of the forward marginal
     ("ancestral-100-lowres", "ancestral", "uniform", 100, "lowres"),
     ("heun-loglam-13-lowres", "heun", "log-lambda", 13, "lowres"),
+    # generation from noise (n = N), against the whole truth: --gen-samples configurations per row
+    ("ancestral-100-gen", "ancestral", "uniform", 100, "generate"),
+    ("ddim-loglam-20-gen", "ddim", "log-lambda", 20, "generate"),
+    ("heun-loglam-13-gen", "heun", "log-lambda", 13, "generate"),
+    ("heun-loglam-25-gen", "heun", "log-lambda", 25, "generate"),
 ]
 SIZES = (1, 2, 4, 8, 12)
 
 
 def command(args, name, sampler, spacing, K, protocol="marginal") -> list[str]:
-    cmd = ["skild-phys", "evaluate", "--checkpoint", args.checkpoint, "--truth", args.truth, "--samples",
-           str(args.samples), "--gen-samples", "0", "--protocol", protocol, "--baseline", "none", "--seed", "1",
+    counts = (["--samples", str(args.samples), "--gen-samples", str(args.gen_samples)] if protocol == "generate"
+              else ["--samples", str(args.samples), "--gen-samples", "0"])
+    cmd = ["skild-phys", "evaluate", "--checkpoint", args.checkpoint, "--truth", args.truth, *counts,
+           "--protocol", protocol, "--baseline", "none", "--seed", "1",
            "--sampler", sampler, "--spacing", spacing, "--out", str(OUT / name), "--quiet"]
     cmd += ["--steps", str(K if K is not None else 1000)]  # K capped at n0: the full chain
     return cmd
@@ -61,9 +68,13 @@ def table(args, rows) -> str:
 
     lines = [f"| row | input | sampler | spacing | K | NFE | wall s | paired κ4 excess % ℓ = {' / '.join(map(str, SIZES))} "
              "| max \\|excess\\|/σ | Δ⟨e⟩ | ΔU4 |", "|---" * 11 + "|"]
-    cmds = []
+    cmds, generated = [], []
     for name, sampler, spacing, K, *rest in rows:
         protocol = rest[0] if rest else "marginal"
+        if protocol == "generate":
+            generated.append((name, sampler, spacing, K))
+            cmds.append(f"- `{name}`: `{shlex.join(command(args, name, sampler, spacing, K, protocol))}`")
+            continue
         cmds.append(f"- `{name}`: `{shlex.join(command(args, name, sampler, spacing, K, protocol))}`")
         nc = OUT / name / DATASET_FILE
         if not nc.is_file():
@@ -76,6 +87,17 @@ def table(args, rows) -> str:
                      + " / ".join(f"{100 * ex[l][0]:+.1f}" for l in SIZES if l in ex)
                      + f" (±{100 * max(e for _, e in ex.values()):.1f}) | {worst:.1f} | "
                      f"{s['d_e'][0]:+.4f} ± {s['d_e'][1]:.4f} | {s['d_binder'][0]:+.4f} ± {s['d_binder'][1]:.4f} |")
+    if generated:
+        lines += ["", "Generation from noise (n = N): value and deviation from the whole truth in σ of both errors.", "",
+                  "| row | sampler | spacing | K | NFE | wall s | n | U4 (σ) | ⟨\\|m\\|⟩ (σ) | ⟨e⟩ (σ) |", "|---" * 10 + "|"]
+        for name, sampler, spacing, K in generated:
+            nc = OUT / name / DATASET_FILE
+            if not nc.is_file():
+                lines.append(f"| {name} | {sampler} | {spacing} | {K} | not run |" + " |" * 5)
+                continue
+            s = summary(xr.load_dataset(nc))["generate"]
+            cells = " | ".join(f"{s[m][0]:.4f} ({s[m][2]:+.1f}σ)" for m in ("binder", "abs_m", "e"))
+            lines.append(f"| {name} | {sampler} | {spacing} | {K} | {s['nfe']} | {s['wall_s']:.0f} | {s['n']} | {cells} |")
     return "\n".join(lines + ["", "Commands:", ""] + cmds)
 
 
@@ -120,7 +142,8 @@ def main() -> None:
     ap.add_argument("--checkpoint", default="models/ising32_4x")
     ap.add_argument("--truth", default="runs/ising_sr_cpu_L32/data/test.zarr",
                     help="Held-out truth (the shipped checkpoint's: simulate --L 32 --samples 2000 --seed 1001).")
-    ap.add_argument("--samples", type=int, default=1000)
+    ap.add_argument("--samples", type=int, default=1000, help="Super-resolved configurations per row.")
+    ap.add_argument("--gen-samples", type=int, default=250, help="Generated configurations per generation row.")
     ap.add_argument("--dir", default="runs/sampler_sweep", help="Where the rows' evaluations go.")
     ap.add_argument("--rows", default=None, help="Comma-separated row names, run in this order [default: all].")
     ap.add_argument("--threads", type=int, default=None)
