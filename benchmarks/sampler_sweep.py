@@ -22,7 +22,7 @@ from pathlib import Path
 import xarray as xr
 
 OUT = Path("runs/sampler_sweep")
-# (name, sampler, spacing, K): the full ancestral chain from n0 is the reference
+# (name, sampler, spacing, K[, protocol[, eta]]): the full ancestral chain from n0 is the reference
 ROWS = [
     ("ancestral-full", "ancestral", "uniform", None),
     ("ancestral-250", "ancestral", "uniform", 250),
@@ -49,17 +49,22 @@ ROWS = [
     ("ddim-loglam-20-gen", "ddim", "log-lambda", 20, "generate"),
     ("heun-loglam-13-gen", "heun", "log-lambda", 13, "generate"),
     ("heun-loglam-25-gen", "heun", "log-lambda", 25, "generate"),
+    ("ddim0.25-loglam-20-gen", "ddim", "log-lambda", 20, "generate", 0.25),
+    ("ddim0.5-loglam-20-gen", "ddim", "log-lambda", 20, "generate", 0.5),
+    ("ddim0.75-loglam-20-gen", "ddim", "log-lambda", 20, "generate", 0.75),
 ]
 SIZES = (1, 2, 4, 8, 12)
 
 
-def command(args, name, sampler, spacing, K, protocol="marginal") -> list[str]:
+def command(args, name, sampler, spacing, K, protocol="marginal", eta=None) -> list[str]:
     counts = (["--samples", str(args.samples), "--gen-samples", str(args.gen_samples)] if protocol == "generate"
               else ["--samples", str(args.samples), "--gen-samples", "0"])
     cmd = ["skild-phys", "evaluate", "--checkpoint", args.checkpoint, "--truth", args.truth, *counts,
            "--protocol", protocol, "--baseline", "none", "--seed", "1",
            "--sampler", sampler, "--spacing", spacing, "--out", str(OUT / name), "--quiet"]
     cmd += ["--steps", str(K if K is not None else 1000)]  # K capped at n0: the full chain
+    if eta is not None:
+        cmd += ["--eta", str(eta)]
     return cmd
 
 
@@ -72,8 +77,9 @@ def table(args, rows) -> str:
     for name, sampler, spacing, K, *rest in rows:
         protocol = rest[0] if rest else "marginal"
         if protocol == "generate":
-            generated.append((name, sampler, spacing, K))
-            cmds.append(f"- `{name}`: `{shlex.join(command(args, name, sampler, spacing, K, protocol))}`")
+            eta = rest[1] if len(rest) > 1 else None
+            generated.append((name, sampler if eta is None else f"{sampler} η = {eta:g}", spacing, K))
+            cmds.append(f"- `{name}`: `{shlex.join(command(args, name, sampler, spacing, K, *rest))}`")
             continue
         cmds.append(f"- `{name}`: `{shlex.join(command(args, name, sampler, spacing, K, protocol))}`")
         nc = OUT / name / DATASET_FILE
