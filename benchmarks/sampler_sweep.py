@@ -57,9 +57,9 @@ SIZES = (1, 2, 4, 8, 12)
 
 
 def command(args, name, sampler, spacing, K, protocol="marginal", eta=None) -> list[str]:
-    counts = (["--samples", str(args.samples), "--gen-samples", str(args.gen_samples)] if protocol == "generate"
-              else ["--samples", str(args.samples), "--gen-samples", "0"])
-    cmd = ["skild-phys", "evaluate", "--checkpoint", args.checkpoint, "--truth", args.truth, *counts,
+    generated = str(args.gen_samples) if protocol == "generate" else "0"
+    cmd = ["skild-phys", "evaluate", "--checkpoint", args.checkpoint, "--truth", args.truth,
+           "--samples", str(args.samples), "--gen-samples", generated,
            "--protocol", protocol, "--baseline", "none", "--seed", "1",
            "--sampler", sampler, "--spacing", spacing, "--out", str(OUT / name), "--quiet"]
     cmd += ["--steps", str(K if K is not None else 1000)]  # K capped at n0: the full chain
@@ -76,12 +76,11 @@ def table(args, rows) -> str:
     cmds, generated = [], []
     for name, sampler, spacing, K, *rest in rows:
         protocol = rest[0] if rest else "marginal"
+        cmds.append(f"- `{name}`: `{shlex.join(command(args, name, sampler, spacing, K, *rest))}`")
         if protocol == "generate":
             eta = rest[1] if len(rest) > 1 else None
             generated.append((name, sampler if eta is None else f"{sampler} η = {eta:g}", spacing, K))
-            cmds.append(f"- `{name}`: `{shlex.join(command(args, name, sampler, spacing, K, *rest))}`")
             continue
-        cmds.append(f"- `{name}`: `{shlex.join(command(args, name, sampler, spacing, K, protocol))}`")
         nc = OUT / name / DATASET_FILE
         if not nc.is_file():
             lines.append(f"| {name} | {protocol} | {sampler} | {spacing} | {K or 'all'} | not run |" + " |" * 5)
