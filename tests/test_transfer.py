@@ -180,7 +180,7 @@ def test_cli_cascade_is_repeated_superres_with_seed_plus_stage(tmp_path, make_st
                             "pass it with --lowres"),
                            (["--lowres", str(coarse), "--factor", "4", "--cascade"], "repeat --factor"),
                            (["--lowres", str(coarse), "--factor", "4", "--factor", "1.3", "--cascade"],
-                            "whole lattices"),
+                            "not a whole lattice"),
                            (["--lowres", str(coarse), "--factor", "2", "--factor", "4", "--cascade"],
                             "smaller than the checkpoint")):
         r = CliRunner().invoke(main, ["superres", *common, *extra, "--out", str(tmp_path / "bad.zarr")])

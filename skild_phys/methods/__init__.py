@@ -60,6 +60,14 @@ def superres_start_for(model, dataset, factor: float, lowres: bool, lowres_start
     return get_method(model.config.model).superres_start(model, dataset, factor, lowres, lowres_start)
 
 
+def upscaled_size(height: int, width: int, factor: float) -> tuple[int, int]:
+    """The lattice a coarse height x width input becomes at `factor`; one sentence if it is not whole."""
+    H, W = height * factor, width * factor
+    if abs(H - round(H)) > 1e-9 or abs(W - round(W)) > 1e-9:
+        raise InputError(f"low-resolution data of {height}x{width} times factor {factor:g} is not a whole lattice")
+    return int(round(H)), int(round(W))
+
+
 def at_data_size(model, dataset, factor: float, lowres: bool):
     """The model on the grid the data call for: the training grid, or (lattice SKILD checkpoints) a larger
     one in lattice units (`skild_phys.process.transfer`), e.g. a 32x32 checkpoint super-resolving 32 -> 128."""
@@ -67,13 +75,7 @@ def at_data_size(model, dataset, factor: float, lowres: bool):
 
     if model.config.data_kind == "image":
         return model
-    H, W = dataset.height, dataset.width
-    if lowres:
-        H, W = H * factor, W * factor
-        if abs(H - round(H)) > 1e-9 or abs(W - round(W)) > 1e-9:
-            raise InputError(f"low-resolution data of {dataset.height}x{dataset.width} times factor {factor:g} "
-                             "is not a whole lattice")
-        H, W = int(round(H)), int(round(W))
+    H, W = upscaled_size(dataset.height, dataset.width, factor) if lowres else (dataset.height, dataset.width)
     if (H, W) == (model.config.H, model.config.W):
         return model
     return at_size(model, H, W)

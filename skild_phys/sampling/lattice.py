@@ -20,7 +20,7 @@ from skild_base import outputs
 from skild_base.errors import InputError
 from skild_phys import __version__
 from skild_phys.data.adapters import LatticeStore
-from skild_phys.methods import at_data_size, superres_start_for
+from skild_phys.methods import at_data_size, superres_start_for, upscaled_size
 from skild_phys.methods.skild import TrainedModel
 from skild_phys.methods.starts import StartSpec, generation_start
 from skild_phys.sampling.driver import chain_steps_for, drive
@@ -148,14 +148,10 @@ def cascade_lattices(out, model: TrainedModel, source: str, factors, n_samples: 
     log = options.get("log", print)
     if len(factors) < 2:
         raise InputError("--cascade climbs several factors: repeat --factor (e.g. --factor 4 --factor 4)")
-    side = first = LatticeStore(source).height
+    side = LatticeStore(source).height
     sizes = []
     for f in factors:
-        side = side * f
-        if abs(side - round(side)) > 1e-9:
-            raise InputError(f"the cascade's factors {', '.join(f'{v:g}' for v in factors)} do not give whole "
-                             f"lattices from {first}x{first}")
-        side = int(round(side))
+        side = upscaled_size(side, side, f)[0]
         sizes.append(side)
     for size in sizes:  # every stage's lattice is one the checkpoint can serve, before the first chain runs
         at_size(model, size, size)
