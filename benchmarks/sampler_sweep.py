@@ -60,7 +60,7 @@ def command(args, name, sampler, spacing, K, protocol="marginal", eta=None) -> l
     generated = str(args.gen_samples) if protocol == "generate" else "0"
     cmd = ["skild-phys", "evaluate", "--checkpoint", args.checkpoint, "--truth", args.truth,
            "--samples", str(args.samples), "--gen-samples", generated,
-           "--protocol", protocol, "--baseline", "none", "--seed", "1",
+           "--protocol", protocol, "--baseline", "none", "--seed", "1", "--variance", "posterior",
            "--sampler", sampler, "--spacing", spacing, "--out", str(OUT / name), "--quiet"]
     cmd += ["--steps", str(K if K is not None else 1000)]  # K capped at n0: the full chain
     if eta is not None:

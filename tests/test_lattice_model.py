@@ -28,3 +28,19 @@ def test_ising_description_matches_the_site_by_site_definitions():
     assert get_model("ising2d") is ISING
     with pytest.raises(InputError, match="unknown lattice model"):
         get_model("potts3")
+
+
+def test_shipped_checkpoint_is_trains_lattice_default():
+    """models/ising32_4x loads without running code and was trained with train's defaults for lattice
+    stores (basis, S0, learning-rate decay, EMA), so what users get by default is what it documents."""
+    from pathlib import Path
+
+    from skild_phys.methods import default_variance, load_trained
+    from skild_phys.methods.skild import DATA_DEFAULTS
+
+    model = load_trained(Path(__file__).parents[1] / "models" / "ising32_4x", "cpu")
+    config, defaults = model.config, DATA_DEFAULTS["lattice"]
+    assert (config.data_kind, config.H, config.factor, config.model) == ("spins", 32, 4, "skild")
+    assert (config.basis, config.spectrum["mode"]) == (defaults["basis"], defaults["spectrum"])
+    assert config.train["lr_decay"] == defaults["lr_decay"] and config.train["ema_decay"] == defaults["ema_decay"]
+    assert default_variance(config) == "forward" and default_variance(config, generate=True) == "posterior"

@@ -6,6 +6,7 @@ has variance S0 at every step) to the output's: running it on X_start = √S0 gi
 per-mode gain exactly, with no sampling error.
 """
 
+import json
 import math
 
 import numpy as np
@@ -193,3 +194,27 @@ def test_memory_bound_caps_the_batch_and_changes_no_sample(tiny_run16, tmp_path)
     assert batches == [2, 2, 1] and a["params"] == b["params"]
     sa, sb = xr.open_zarr(tmp_path / "a.zarr"), xr.open_zarr(tmp_path / "b.zarr")
     assert (sa.spins.values == sb.spins.values).all() and (sa.energy.values == sb.energy.values).all()
+
+
+def test_cli_variance_defaults_per_chain_start(tmp_path, tiny_run16):
+    """A SKILD lattice checkpoint super-resolves with the forward variance and generates with the posterior
+    one unless told (methods.default_variance); the store records which ran."""
+    run, data = tiny_run16
+    assert json.loads((run / "config.json").read_text())["train"]["ema_decay"] == 0.99  # train's lattice default
+
+    def spins(command, name, *extra):
+        args = [command, "--checkpoint", str(run), "--samples", "3", "--steps", "5", "--seed", "2",
+                "--out", str(tmp_path / name), "--quiet", "--device", "cpu", *extra]
+        if command == "superres":
+            args += ["--data", str(data), "--factor", "4"]
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 0, r.output
+        ds = xr.open_zarr(tmp_path / name)
+        return ds.attrs["variance"], ds.spins.values
+
+    for command, default, other in (("superres", "forward", "posterior"), ("generate", "posterior", "forward")):
+        variance, by_default = spins(command, f"{command}.zarr")
+        assert variance == default
+        assert (spins(command, f"{command}-{default}.zarr", "--variance", default)[1] == by_default).all()
+        variance, changed = spins(command, f"{command}-{other}.zarr", "--variance", other)
+        assert variance == other and (changed != by_default).any()

@@ -55,6 +55,18 @@ def load_trained(run, device: str = "auto", precision: str = "fp32", compile: bo
     return get_method(name).load(run, device, precision, compile)
 
 
+def default_variance(config, generate: bool = False) -> str:
+    """The reverse-step noise a chain uses unless told (docs/results/fidelity_campaign.md, "The chain's share").
+
+    SKILD lattice checkpoints super-resolve with `forward` (σ² = β, exact for Gaussian data at any
+    respacing): at 100 steps from n0 the posterior chain over-orders by about as much as going to 250
+    steps removes, the forward one lands where the 250-step chain does.  Generation from N keeps
+    `posterior` (the paper's), where the forward chain under-orders at 100 steps; so do images and SR3.
+    """
+    lattice_skild = config.model == "skild" and config.data_kind != "image"
+    return "forward" if lattice_skild and not generate else "posterior"
+
+
 def superres_start_for(model, dataset, factor: float, lowres: bool, lowres_start: str = "conditional"):
     """The super-resolution start of the model's method (lowres_start: how SKILD embeds a real coarse input)."""
     return get_method(model.config.model).superres_start(model, dataset, factor, lowres, lowres_start)

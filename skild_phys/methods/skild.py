@@ -127,14 +127,14 @@ def net_config(dataset, net: str, periodic: bool | None, shape: dict | None, **e
 
 
 # Defaults by kind of data (docs/results/fidelity_campaign.md): a periodic lattice gets the torus's
-# own basis, its measured spectrum and the cosine learning-rate decay that won the campaign; images
-# keep the paper's DCT and power-law fit and a constant learning rate.
-DATA_DEFAULTS = {"lattice": {"basis": "fourier", "spectrum": "empirical", "lr_decay": "cosine"},
-                 "image": {"basis": "dct", "spectrum": "fit", "lr_decay": "none"}}
+# own basis, its measured spectrum, the cosine learning-rate decay and the short EMA that won the
+# campaign; images keep the paper's DCT and power-law fit, a constant learning rate and EMA 0.999.
+DATA_DEFAULTS = {"lattice": {"basis": "fourier", "spectrum": "empirical", "lr_decay": "cosine", "ema_decay": 0.99},
+                 "image": {"basis": "dct", "spectrum": "fit", "lr_decay": "none", "ema_decay": 0.999}}
 
 
 def data_defaults(dataset) -> dict:
-    """The default basis, spectrum mode and learning-rate decay for this kind of training data."""
+    """The default basis, spectrum mode, learning-rate decay and EMA decay for this kind of training data."""
     return DATA_DEFAULTS["image" if dataset.kind == "image" else "lattice"]
 
 

@@ -55,7 +55,7 @@ class EvalSettings:
     baselines: tuple[str, ...] = BASELINES
     lowres_rule: str = "mean"
     lowres_start: str = "conditional"
-    variance: str = "posterior"
+    variance: str | None = None  # reverse-step noise; None: methods.default_variance per chain start
     spectrum_basis: str = "fourier"
     keep_field: bool = False  # also store the continuous field before the sign projection
     sampler: str = "ancestral"  # skild_phys.sampling.samplers: ancestral, ddim (with eta) or heun
@@ -152,7 +152,7 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
     from ising.coarsen import coarsen_store
     from ising.measure import correlators
     from skild_phys.data.adapters import LatticeStore
-    from skild_phys.methods import at_data_size, load_trained, superres_start_for
+    from skild_phys.methods import at_data_size, default_variance, load_trained, superres_start_for
     from skild_phys.methods.starts import generation_start
     from skild_phys.sampling.driver import chain_steps_for
     from skild_phys.sampling.lattice import run_sampler
@@ -216,7 +216,8 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
         t0 = time.perf_counter()
         existing = store.read_attrs(src.store)
         run_sampler(src.store, sampler, start, n, attrs, settings.steps, seed=settings.seed, batch=settings.batch,
-                    variance=settings.variance, keep_field=settings.keep_field, progress=progress,
+                    variance=settings.variance or default_variance(model.config, generate=src.protocol == "generate"),
+                    keep_field=settings.keep_field, progress=progress,
                     log=log, sampler=settings.sampler, eta=settings.eta, spacing=settings.spacing)
         if done is not None and existing is not None and existing.get("complete"):
             src.wall_s, src.note = done["wall_s"], done["note"]
