@@ -10,7 +10,7 @@ says: 250 steps, log-λ or ρ step placement, the deterministic DDIM step, or th
 step's variance β (docs/theory.md, "Few-step sampling").  Each row writes RUN/eval-ROW (the
 reference: RUN/eval, the campaign's own evaluation); a finished row is not rerun, an
 interrupted one resumes.  docs/results/fidelity_campaign.md, "The chain's noise", is this
-table for the campaign's fc-ema0.99 checkpoint.
+table for the campaign's fc-ema0.99 checkpoint (and three rows of it for fe-cosine).
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def load_trained(run, device: str = "auto", precision: str = "fp32", compile: bo
 
 
 def default_variance(config, generate: bool = False) -> str:
-    """The reverse-step noise a chain uses unless told (docs/results/fidelity_campaign.md, "The chain's share").
+    """The reverse-step noise a chain uses unless told (docs/results/fidelity_campaign.md, "The chain's noise").
 
     SKILD lattice checkpoints super-resolve with `forward` (σ² = β, exact for Gaussian data at any
     respacing): at 100 steps from n0 the posterior chain over-orders by about as much as going to 250
