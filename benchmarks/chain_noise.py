@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import xarray as xr
+from fidelity_campaign import _pm, kappa4_cell  # this directory: benchmarks/ runs as scripts
 
 from skild_phys.workflow import option_argv
 
@@ -54,10 +55,6 @@ def command(row: str, checkpoint: str, truth: str) -> list[str]:
     return ["skild-phys", "evaluate"] + option_argv(args)
 
 
-def _pm(value: float, err: float) -> str:
-    return f"{value:+.4f} ± {err:.1g}"
-
-
 def table(rows: list[str], checkpoint: str, truth: str) -> str:
     from skild_phys.reports.evaluate import DATASET_FILE, summary
 
@@ -77,10 +74,8 @@ def table(rows: list[str], checkpoint: str, truth: str) -> str:
             cells[1] = protocol
             cells.append(str(entry["nfe"]))
             if "kappa4_excess" in entry:
-                ex = entry["kappa4_excess"]
-                cells.append(" / ".join(f"{100 * ex[l][0]:+.1f}" for l in (1, 2, 4, 8, 12) if l in ex)
-                             + f" (±{100 * max(e for _, e in ex.values()):.1f})")
-                cells += [_pm(*entry["d_e"]), _pm(*entry["d_binder"]), "—", "—", "—"]
+                cells.append(kappa4_cell(entry["kappa4_excess"]))
+                cells += [_pm(*entry["d_e"], fmt="+.4f"), _pm(*entry["d_binder"], fmt="+.4f"), "—", "—", "—"]
             else:
                 cells += ["—", "—", "—"]
                 cells += [f"{entry[m][0]:.4f} ({entry[m][2]:+.1f}σ)" for m in ("binder", "abs_m", "e")]

@@ -92,6 +92,12 @@ def run_row(row: dict, threads: int | None) -> None:
     (run / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
 
+def kappa4_cell(excess: dict, sizes=(1, 2, 4, 8, 12)) -> str:
+    """Paired κ4 excess in % at the given ℓ, with the largest error over ℓ: '+0.5 / +0.5 / ... (±2.1)'."""
+    return (" / ".join(f"{100 * excess[l][0]:+.1f}" for l in sizes if l in excess)
+            + f" (±{100 * max(e for _, e in excess.values()):.1f})")
+
+
 def _pm(value, err, scale=1.0, fmt="+.1f") -> str:
     return f"{scale * value:{fmt}}({scale * err:.1f})" if fmt.endswith("1f") else f"{scale * value:{fmt}} ± {scale * err:.1g}"
 
@@ -122,9 +128,7 @@ def table(campaign: dict, names: list[str]) -> str:
         cells = [name, row["change"], f"{seen / 1000:g}k", f"{minutes:.0f}"]
         sr = s.get("marginal")
         if sr and "kappa4_excess" in sr:
-            ex = sr["kappa4_excess"]
-            cells.append(" / ".join(f"{100 * ex[l][0]:+.1f}" for l in (1, 2, 4, 8, 12) if l in ex)
-                         + f" (±{100 * max(e for _, e in ex.values()):.1f})")
+            cells.append(kappa4_cell(sr["kappa4_excess"]))
             cells += [_pm(*sr["d_e"], fmt="+.4f"), _pm(*sr["d_binder"], fmt="+.4f")]
         else:
             cells += ["—"] * 3

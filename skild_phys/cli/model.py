@@ -167,10 +167,9 @@ def _train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, 
     from skild_phys.training.train import train as run_training
 
     dataset = open_dataset(data_spec, size=size)
-    defaults = data_defaults(dataset)
+    defaults = data_defaults(dataset, model_kind)
     lr_decay = lr_decay or defaults["lr_decay"]
-    if ema_decay is None:  # SR3 keeps the paper's 0.999: the campaign measured the EMA for SKILD only
-        ema_decay = defaults["ema_decay"] if model_kind == "skild" else 0.999
+    ema_decay = defaults["ema_decay"] if ema_decay is None else ema_decay
     ranks = ddp.init_from_env(device)
     settings = TrainSettings(steps=steps, batch=batch, lr=lr, warmup=warmup, ema_decay=ema_decay, seed=seed,
                              augment=not no_augment, checkpoint_every=checkpoint_every,
