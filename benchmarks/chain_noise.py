@@ -43,6 +43,8 @@ ROWS = {  # name: (output directory under the checkpoint, evaluate options beyon
     "forward-100": ("eval-anc100-forward", {**SR, "steps": 100, "variance": "forward"}),
     "forward-100-lowres": ("eval-anc100-forward-lowres", {**SR, "protocol": "lowres", "steps": 100,
                                                           "variance": "forward"}),
+    "forward-250-lowres": ("eval-anc250-forward-lowres", {**SR, "protocol": "lowres", "steps": 250,
+                                                          "variance": "forward"}),
     "forward-100-gen": ("eval-anc100-forward-gen", {"gen-samples": 250, "protocol": "generate", "steps": 100,
                                                     "variance": "forward"}),
 }
