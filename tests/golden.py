@@ -1,7 +1,8 @@
 """Fixed-seed pipeline outputs reduced to SHA-256 digests of their contents.
 
     python -m tests.golden            # print the digests of this checkout as JSON
-    python -m tests.golden --write    # record them in tests/golden_digests.json
+    python -m tests.golden --write    # record them as the reference set (drops other CPUs' sets)
+    python -m tests.golden --add-cpu  # record them as this CPU's set, beside the reference
 
 The pipeline is the whole chain on tiny sizes: a Wolff store, its block-mean coarsening, a
 SKILD and an SR3 network trained a few steps, super-resolved and generated lattice stores, a
@@ -9,6 +10,13 @@ tiny image model's generated PNGs, and the correlators Dataset of truth against 
 digest covers what the output *means* (every array's bytes, dtype and shape; every attribute
 that is not a time stamp, a version or a path), so a restructuring that changes no result
 leaves every digest unchanged, and tests/test_golden.py holds the code to that.
+
+Trained weights are reproducible on one kind of CPU, not across kinds: MKL and oneDNN pick
+other kernels (and summation orders) on another vendor or instruction set, and the last bits
+of a trained weight move.  The reference set was recorded on the first machine; a machine
+whose CPU gives other float digests records its own set with --add-cpu (under "_cpus", keyed
+by `cpu()`), and the test holds each CPU to its own set.  The Wolff store and its coarsening
+(`CPU_INDEPENDENT`) must match the reference everywhere.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ DIGESTS = Path(__file__).with_name("golden_digests.json")
 VOLATILE = {"checkpoint_digest", "created", "version", "skild_phys_version", "source", "sources", "truth", "checkpoint", "data",
             "lowres", "path", "paths", "command", "argv", "wall_s", "seconds", "time", "date"}
 
+
+CPU_INDEPENDENT = ("simulate", "coarsen")  # integer and Numba work: the same bytes on every CPU
 
 _WORK: list[str] = []  # the pipeline's working directory, replaced in metadata strings
 
@@ -190,9 +200,41 @@ def compute(workdir: Path) -> dict[str, str]:
     }
 
 
+def cpu() -> dict[str, str]:
+    """What decides the float kernels of this machine: the CPU's vendor and model, torch's vector capability."""
+    import platform
+
+    import torch
+
+    info = {"vendor": "", "model": ""}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "vendor_id" and not info["vendor"]:
+                info["vendor"] = value.strip()
+            if key.strip() == "model name" and not info["model"]:
+                info["model"] = value.strip()
+    except OSError:
+        info["model"] = platform.processor()
+    return {**info, "capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+            "machine": platform.machine()}
+
+
+def recorded_sets(recorded: dict) -> list[tuple[dict | None, dict]]:
+    """(cpu or None for the reference, digests) of every set in a golden_digests.json."""
+    reference = {k: v for k, v in recorded.items() if not k.startswith("_")}
+    return [(None, reference)] + [(entry["cpu"], entry["digests"]) for entry in recorded.get("_cpus", [])]
+
+
 def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         digests = compute(Path(tmp))
+    if "--add-cpu" in argv:
+        recorded = json.loads(DIGESTS.read_text())
+        here = cpu()
+        others = [e for e in recorded.get("_cpus", []) if e["cpu"] != here]
+        recorded["_cpus"] = others + [{"cpu": here, "digests": digests}]
+        DIGESTS.write_text(json.dumps(recorded, indent=2) + "\n")
     import platform
 
     import torch
