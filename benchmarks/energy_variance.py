@@ -29,6 +29,7 @@ import torch
 
 from analysis.replicas import variance_decomposition
 from ising.model import ISING
+from skild_base.errors import InputError
 from skild_phys.data.adapters import LatticeStore
 from skild_phys.methods import load_trained
 from skild_phys.methods.starts import StartSpec, start_step_for_factor
@@ -137,8 +138,11 @@ def main() -> None:
         raise SystemExit("--configs and --replicas must be at least 2")
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_trained(args.checkpoint, device="cpu")
-    truth = LatticeStore(args.truth)
+    try:
+        model = load_trained(args.checkpoint, device="cpu")
+        truth = LatticeStore(args.truth)
+    except InputError as err:
+        raise SystemExit(f"error: {err}") from None
     if len(truth) < args.configs:
         raise SystemExit(f"{args.truth} holds {len(truth)} configurations, fewer than --configs {args.configs}")
     results = {}
