@@ -107,8 +107,8 @@ def table(results: dict) -> str:
     for row, r in results.items():
         s = r["settings"]
         d = variance_decomposition(r["truth_energy"], r["energy"])
-        cells = [row, str(s["start"]), s["sampler"], s["spacing"], str(s["steps"]), str(network_evaluations(s["sampler"], s["steps"])),
-                 s["variance"]]
+        nfe = network_evaluations(s["sampler"], s["steps"])
+        cells = [row, str(s["start"]), s["sampler"], s["spacing"], str(s["steps"]), str(nfe), s["variance"]]
         cells += [f"{d[k][0]:.3f} ± {d[k][1]:.3f}" for k in ("model_variance", "replica_covariance",
                                                               "truth_covariance", "response_gap", "within",
                                                               "explained_bound")]
