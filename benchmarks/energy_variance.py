@@ -10,8 +10,8 @@ and decomposes Var e of the super-resolved configurations against the truth's
 (analysis.replicas): model variance (= C_model / C_truth on these configurations), the
 covariance of two replicas of one start (the model's response to what the start says about
 e), their covariance with the truth (the true response, for an exact sampler the same
-number; "gap" is the difference, with its own error), the spread within one start, and the Cauchy–Schwarz bound on the share of Var e the
-start determines.  Rows from smaller n_s hand the chain more of the configuration: the row
+number; "gap" is the difference, with its own error), the spread within one start, and the
+Cauchy–Schwarz bound on the share of Var e the start determines.  Rows from smaller n_s hand the chain more of the configuration: the row
 where the deficit appears says which part of the chain loses it.  Each row is saved as
 DIR/ROW.npz (the energies) and reused by later runs with the same settings.
 docs/results/fidelity_campaign.md, "The specific heat", is this table for models/ising32_4x.
@@ -37,7 +37,8 @@ from skild_phys.process.diffusion import per_sample_generators, randn
 from skild_phys.sampling.driver import chain_steps_for, final_samples
 from skild_phys.sampling.samplers import network_evaluations
 
-ROWS = {  # name: (start step: "n0" or an integer, reverse steps K, sampler, step spacing, the ancestral chain's variance)
+# name: (start step: "n0" or an integer, reverse steps K, sampler, step spacing, the ancestral chain's variance)
+ROWS = {
     "n0-forward": ("n0", 100, "ancestral", "uniform", "forward"),
     "n0-posterior": ("n0", 100, "ancestral", "uniform", "posterior"),
     "n0-forward-250": ("n0", 250, "ancestral", "uniform", "forward"),
@@ -101,8 +102,8 @@ def run_row(row: str, args, model, truth: LatticeStore) -> dict:
 
 
 def table(results: dict) -> str:
-    head = ("| row | start n_s | sampler | spacing | K | NFE | variance | C model / C truth | replica cov. | truth cov. | "
-            "gap | within | explained ≥ | Δ⟨e⟩ | min |")
+    head = ("| row | start n_s | sampler | spacing | K | NFE | variance | C model / C truth | replica cov. | "
+            "truth cov. | gap | within | explained ≥ | Δ⟨e⟩ | min |")
     lines = [head, "|---" * 15 + "|"]
     for row, r in results.items():
         s = r["settings"]
