@@ -11,8 +11,9 @@ and decomposes Var e of the super-resolved configurations against the truth's
 covariance of two replicas of one start (the model's response to what the start says about
 e), their covariance with the truth (the true response, for an exact sampler the same
 number; "gap" is the difference, with its own error), the spread within one start, and the
-Cauchy–Schwarz bound on the share of Var e the start determines.  Rows from smaller n_s hand the chain more of the configuration: the row
-where the deficit appears says which part of the chain loses it.  Each row is saved as
+Cauchy–Schwarz bound on the share of Var e the start determines.  Rows from smaller n_s hand
+the chain more of the configuration: the row where the deficit appears says which part of the
+chain loses it.  Each row is saved as
 DIR/ROW.npz (the energies) and reused by later runs with the same settings.
 docs/results/fidelity_campaign.md, "The specific heat", is this table for models/ising32_4x.
 """
