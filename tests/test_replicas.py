@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from analysis.profile import bond_rows
 from analysis.replicas import DECOMPOSITION, variance_decomposition
 from skild_phys.methods.skild import auto_schedule
 from skild_phys.process.basis import Basis
@@ -57,8 +58,7 @@ H = 16
 
 def field_bonds(x: torch.Tensor) -> np.ndarray:
     """Mean nearest-neighbour product of each field (B, 1, H, W): a quadratic 'energy' of Gaussian data."""
-    x = x[:, 0].numpy()
-    return 0.5 * (x * np.roll(x, -1, axis=1) + x * np.roll(x, -1, axis=2)).mean(axis=(1, 2))
+    return bond_rows(x[:, 0].numpy()).mean(axis=1)
 
 
 def gaussian_replicas(variance: str, K: int, M: int = 1500, R: int = 2):
