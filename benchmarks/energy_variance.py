@@ -2,6 +2,7 @@
 
     python benchmarks/energy_variance.py [--checkpoint RUN] [--truth TEST.zarr] [--configs M] [--replicas R]
                                          [--rows a,b] [--out-dir DIR] [--threads T] [--table-only]
+                                         [--compare OTHER_DIR]
 
 The specific heat is the variance of the energy per spin (C = β² L² Var e).  Each row starts R
 reverse chains from one shared start per truth configuration — its forward marginal at the
@@ -14,7 +15,10 @@ number; "gap" is the difference, with its own error), the spread within one star
 Cauchy–Schwarz bound on the share of Var e the start determines.  Rows from smaller n_s hand
 the chain more of the configuration: the row where the deficit appears says which part of the
 chain loses it.  Each row is saved as
-DIR/ROW.npz (the energies) and reused by later runs with the same settings.
+DIR/ROW.npz (the energies) and reused by later runs with the same settings.  With --compare,
+the rows saved in another directory for another checkpoint with otherwise the same settings (the
+same truth configurations, starts and chain seeds) are subtracted paired: this checkpoint minus
+that one, jackknifed jointly (analysis.replicas.decomposition_difference).
 docs/results/fidelity_campaign.md, "The specific heat", is this table for models/ising32_4x.
 """
 
@@ -28,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analysis.replicas import variance_decomposition
+from analysis.replicas import decomposition_difference, variance_decomposition
 from ising.model import ISING
 from skild_base.errors import InputError
 from skild_phys.data.adapters import LatticeStore
@@ -73,6 +77,12 @@ def shared_start(model, truth: LatticeStore, n_start: int, M: int, seed: int) ->
     return StartSpec(n_start, state, source_index=lambda idx: np.asarray(idx) % M)
 
 
+def load_row(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        return {"settings": json.loads(str(z["settings"])), "energy": z["energy"], "truth_energy": z["truth_energy"],
+                "seconds": float(z["seconds"])}
+
+
 def run_row(row: str, args, model, truth: LatticeStore) -> dict:
     where, K, sampler, spacing, variance = ROWS[row]
     n_start = start_step_for_factor(model, 4.0) if where == "n0" else int(where)
@@ -81,10 +91,9 @@ def run_row(row: str, args, model, truth: LatticeStore) -> dict:
                 "variance": variance, "seed": args.seed}
     path = Path(args.out_dir) / f"{row}.npz"
     if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            if json.loads(str(z["settings"])) == settings:
-                return {"settings": settings, "energy": z["energy"], "truth_energy": z["truth_energy"],
-                        "seconds": float(z["seconds"])}
+        saved = load_row(path)
+        if saved["settings"] == settings:
+            return saved
         raise SystemExit(f"{path} holds another setting of row {row}; move it away or choose another --out-dir")
     M, R = args.configs, args.replicas
     start = shared_start(model, truth, n_start, M, args.seed)
@@ -119,6 +128,30 @@ def table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def difference_table(results: dict, other_dir: Path) -> str:
+    """Paired differences, this checkpoint minus the one whose rows are saved in other_dir."""
+    head = ("| row | Δ C model / C truth | Δ replica cov. | Δ truth cov. | Δ gap | Δ within | Δ explained ≥ | "
+            "Δ⟨e⟩ |")
+    lines = [head, "|---" * 8 + "|"]
+    for row, r in results.items():
+        path = other_dir / f"{row}.npz"
+        if not path.is_file():
+            continue
+        other = load_row(path)
+        mine = {k: v for k, v in r["settings"].items() if k != "checkpoint"}
+        if {k: v for k, v in other["settings"].items() if k != "checkpoint"} != mine:
+            raise SystemExit(f"{path} was run with other settings than row {row} here; cannot pair them")
+        if not np.array_equal(other["truth_energy"], r["truth_energy"]):
+            raise SystemExit(f"{path} holds other truth configurations than row {row} here")
+        d = decomposition_difference(r["truth_energy"], r["energy"], other["energy"])
+        cells = [row] + [f"{d[k][0]:+.3f} ± {d[k][1]:.3f}" for k in ("model_variance", "replica_covariance",
+                                                                       "truth_covariance", "response_gap",
+                                                                       "within", "explained_bound")]
+        cells.append(f"{d['mean_difference'][0]:+.4f} ± {d['mean_difference'][1]:.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default="models/ising32_4x")
@@ -131,6 +164,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="Torch threads.")
     ap.add_argument("--out-dir", default="runs/energy_variance")
     ap.add_argument("--table-only", action="store_true", help="Print the table of the rows already saved.")
+    ap.add_argument("--compare", default=None, metavar="OTHER_DIR",
+                    help="Also print this checkpoint minus the one whose rows OTHER_DIR holds, paired.")
     args = ap.parse_args()
     rows = list(ROWS) if args.rows is None else args.rows.split(",")
     unknown = [r for r in rows if r not in ROWS]
@@ -154,6 +189,9 @@ def main() -> None:
         print(f"row {row}", flush=True)
         results[row] = run_row(row, args, model, truth)
     print(table(results))
+    if args.compare:
+        print(f"paired: {args.checkpoint} minus the checkpoint of {args.compare}")
+        print(difference_table(results, Path(args.compare)))
 
 
 if __name__ == "__main__":

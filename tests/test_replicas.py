@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from analysis.profile import bond_rows
-from analysis.replicas import DECOMPOSITION, variance_decomposition
+from analysis.replicas import DECOMPOSITION, decomposition_difference, variance_decomposition
 from skild_phys.methods.skild import auto_schedule
 from skild_phys.process.basis import Basis
 from skild_phys.process.diffusion import Process, gaussian_denoiser, randn, respaced_steps, reverse_chain
@@ -44,6 +44,47 @@ def test_jackknife_errors_match_the_scatter_over_repetitions():
         assert 0.75 < np.median(errors) / values.std() < 1.3, (name, np.median(errors), values.std())
 
 
+def two_linear_gaussians(M: int, R: int, b: float, models, rng):
+    """One truth t = a + b u and two models x_r = γ a + c v_r of it that share a and the chain noise v_r."""
+    a = rng.standard_normal(M)
+    truth = a + b * rng.standard_normal(M)
+    v = rng.standard_normal((R, M))
+    return truth, [gamma * a + c * v for gamma, c in models]
+
+
+def test_difference_of_two_models_matches_the_difference_of_closed_forms():
+    models = [(1.0, 0.5), (0.8, 0.7)]
+    truth, (xa, xb) = two_linear_gaussians(20000, 2, 0.5, models, np.random.default_rng(3))
+    d = decomposition_difference(truth, xa, xb)
+    assert set(d) == set(DECOMPOSITION)
+    exact = [linear_gaussian(1, 1, 0.5, g, c, np.random.default_rng(0))[2] for g, c in models]
+    single = variance_decomposition(truth, xa)
+    for name, (value, error) in d.items():
+        assert abs(value - (exact[0][name] - exact[1][name])) < 4 * error + 1e-12, (name, value, error)
+    # the shared truth and chain noise cancel: the paired error is well below the two separate ones
+    assert d["model_variance"][1] < 0.5 * single["model_variance"][1]
+
+
+def test_difference_of_a_model_with_itself_is_exactly_zero():
+    truth, (xa,) = two_linear_gaussians(500, 3, 0.5, [(0.7, 0.6)], np.random.default_rng(4))
+    for value, error in decomposition_difference(truth, xa, xa.copy()).values():
+        assert value == 0.0 and error == 0.0
+
+
+def test_paired_jackknife_errors_match_the_scatter_over_repetitions():
+    rng = np.random.default_rng(5)
+    runs = [decomposition_difference(*_pair(rng), n_blocks=20) for _ in range(200)]
+    for name in ("model_variance", "replica_covariance", "truth_covariance", "response_gap", "within"):
+        values = np.array([r[name][0] for r in runs])
+        errors = np.array([r[name][1] for r in runs])
+        assert 0.75 < np.median(errors) / values.std() < 1.3, (name, np.median(errors), values.std())
+
+
+def _pair(rng):
+    truth, (xa, xb) = two_linear_gaussians(400, 2, 0.7, [(0.6, 0.9), (0.8, 0.7)], rng)
+    return truth, xa, xb
+
+
 def test_bad_shapes_are_refused():
     with pytest.raises(ValueError):
         variance_decomposition(np.zeros(10), np.zeros((1, 10)))  # one replica
@@ -51,6 +92,8 @@ def test_bad_shapes_are_refused():
         variance_decomposition(np.zeros(10), np.zeros((2, 9)))
     with pytest.raises(ValueError):
         variance_decomposition(np.zeros(10), np.zeros((2, 10)), n_blocks=11)
+    with pytest.raises(ValueError):
+        decomposition_difference(np.zeros(10), np.zeros((2, 10)), np.zeros((3, 10)))
 
 
 H = 16
