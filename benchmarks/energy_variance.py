@@ -2,7 +2,7 @@
 
     python benchmarks/energy_variance.py [--checkpoint RUN] [--truth TEST.zarr] [--configs M] [--replicas R]
                                          [--rows a,b] [--out-dir DIR] [--threads T] [--table-only]
-                                         [--compare OTHER_DIR]
+                                         [--compare OTHER_DIR] [--paired-to ROW]
 
 The specific heat is the variance of the energy per spin (C = β² L² Var e).  Each row starts R
 reverse chains from one shared start per truth configuration — its forward marginal at the
@@ -18,7 +18,8 @@ chain loses it.  Each row is saved as
 DIR/ROW.npz (the energies) and reused by later runs with the same settings.  With --compare,
 the rows saved in another directory for another checkpoint with otherwise the same settings (the
 same truth configurations, starts and chain seeds) are subtracted paired: this checkpoint minus
-that one, jackknifed jointly (analysis.replicas.decomposition_difference).
+that one, jackknifed jointly (analysis.replicas.decomposition_difference); with --paired-to ROW,
+every row minus that row of the same checkpoint (the same truth configurations and chain seeds).
 docs/results/fidelity_campaign.md, "The specific heat", is this table for models/ising32_4x.
 """
 
@@ -128,11 +129,26 @@ def table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def difference_table(results: dict, other_dir: Path) -> str:
-    """Paired differences, this checkpoint minus the one whose rows are saved in other_dir."""
+def difference_table(pairs: dict) -> str:
+    """Paired differences of the decomposition, one line per name -> (result, result it is compared with)."""
     head = ("| row | Δ C model / C truth | Δ replica cov. | Δ truth cov. | Δ gap | Δ within | Δ explained ≥ | "
             "Δ⟨e⟩ |")
     lines = [head, "|---" * 8 + "|"]
+    for name, (r, other) in pairs.items():
+        if not np.array_equal(other["truth_energy"], r["truth_energy"]):
+            raise SystemExit(f"{name}: the two rows hold other truth configurations; cannot pair them")
+        d = decomposition_difference(r["truth_energy"], r["energy"], other["energy"])
+        cells = [name] + [f"{d[k][0]:+.3f} ± {d[k][1]:.3f}" for k in ("model_variance", "replica_covariance",
+                                                                        "truth_covariance", "response_gap",
+                                                                        "within", "explained_bound")]
+        cells.append(f"{d['mean_difference'][0]:+.4f} ± {d['mean_difference'][1]:.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def other_checkpoint_pairs(results: dict, other_dir: Path) -> dict:
+    """Each row here with the same row saved in other_dir for another checkpoint, all else equal."""
+    pairs = {}
     for row, r in results.items():
         path = other_dir / f"{row}.npz"
         if not path.is_file():
@@ -141,15 +157,8 @@ def difference_table(results: dict, other_dir: Path) -> str:
         mine = {k: v for k, v in r["settings"].items() if k != "checkpoint"}
         if {k: v for k, v in other["settings"].items() if k != "checkpoint"} != mine:
             raise SystemExit(f"{path} was run with other settings than row {row} here; cannot pair them")
-        if not np.array_equal(other["truth_energy"], r["truth_energy"]):
-            raise SystemExit(f"{path} holds other truth configurations than row {row} here")
-        d = decomposition_difference(r["truth_energy"], r["energy"], other["energy"])
-        cells = [row] + [f"{d[k][0]:+.3f} ± {d[k][1]:.3f}" for k in ("model_variance", "replica_covariance",
-                                                                       "truth_covariance", "response_gap",
-                                                                       "within", "explained_bound")]
-        cells.append(f"{d['mean_difference'][0]:+.4f} ± {d['mean_difference'][1]:.4f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        pairs[row] = (r, other)
+    return pairs
 
 
 def main() -> None:
@@ -166,6 +175,8 @@ def main() -> None:
     ap.add_argument("--table-only", action="store_true", help="Print the table of the rows already saved.")
     ap.add_argument("--compare", default=None, metavar="OTHER_DIR",
                     help="Also print this checkpoint minus the one whose rows OTHER_DIR holds, paired.")
+    ap.add_argument("--paired-to", default=None, metavar="ROW",
+                    help="Also print every row minus this one, paired on the same configurations.")
     args = ap.parse_args()
     rows = list(ROWS) if args.rows is None else args.rows.split(",")
     unknown = [r for r in rows if r not in ROWS]
@@ -189,9 +200,15 @@ def main() -> None:
         print(f"row {row}", flush=True)
         results[row] = run_row(row, args, model, truth)
     print(table(results))
+    if args.paired_to:
+        if args.paired_to not in results:
+            raise SystemExit(f"--paired-to {args.paired_to}: that row is not among the rows run or saved")
+        print(f"paired: each row minus {args.paired_to} (the same truth configurations and chain seeds)")
+        print(difference_table({f"{row} − {args.paired_to}": (r, results[args.paired_to])
+                                for row, r in results.items() if row != args.paired_to}))
     if args.compare:
         print(f"paired: {args.checkpoint} minus the checkpoint of {args.compare}")
-        print(difference_table(results, Path(args.compare)))
+        print(difference_table(other_checkpoint_pairs(results, Path(args.compare))))
 
 
 if __name__ == "__main__":
