@@ -53,6 +53,18 @@ def test_every_protocol_and_floor_is_measured_and_paired(run16, make_store, tmp_
         a, b = (xr.open_zarr(out / f"{who}_{p}.zarr").spins.values for who in ("untrained", "gaussian"))
         assert (a == b).mean() > 0.999
     assert "κ4 excess" in (out / "fidelity.md").read_text() and "seam" in r.output
+    # the specific heat and susceptibility are in the tables, and C is β² N Var e of the configurations
+    from ising.model import ISING
+    from skild_phys.reports.evaluate import summary
+
+    assert "| ΔC | Δχ |" in r.output and "| C | χ |" in r.output
+    beta = float(xr.open_zarr(truth).attrs["beta"])
+    s = summary(ds)["marginal"]
+    for who, spins in (("model", xr.open_zarr(out / "model_marginal.zarr").spins.values),
+                       ("its 40 truth configurations", xr.open_zarr(truth).spins.values[:40])):
+        e = ISING.observables(spins.astype(np.int8))["energy"]
+        got = s["specific_heat"][0] if who == "model" else s["specific_heat"][0] - s["d_specific_heat"][0]
+        assert got == pytest.approx(beta**2 * 16 * 16 * e.var(), rel=1e-9), who
     # a rerun resumes: nothing is sampled again, the wall times are the recorded ones
     before = json.loads((out / "evaluation.json").read_text())
     assert _evaluate(run16, truth, out).exit_code == 0

@@ -277,6 +277,13 @@ def kappa4_excess(ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
     return excess, np.abs(ds.kappa4_paired_err / truth_sub)
 
 
+TABLE_MOMENTS = (("e", "+.4f"), ("abs_m", "+.4f"), ("binder", "+.4f"), ("specific_heat", "+.3f"),
+                 ("susceptibility", "+.2f"))
+"""The moments in the fidelity tables, with their number formats: ⟨e⟩, ⟨|m|⟩, U4, the specific heat C and
+the susceptibility χ per spin (C and χ are variances across configurations: a model can match every mean
+and still miss them)."""
+
+
 def format_fidelity(ds: xr.Dataset) -> str:
     """Markdown fidelity table of an evaluation Dataset: paired, unpaired, G, spectrum, seam profile, cost."""
     labels = [str(s) for s in ds.source.values]
@@ -289,28 +296,28 @@ def format_fidelity(ds: xr.Dataset) -> str:
         excess, excess_err = kappa4_excess(ds)
         lines += ["Super-resolution, paired on the same truth configurations (model − truth, joint jackknife):", "",
                   "| source | NFE | wall s | " + " | ".join(f"κ4 excess ℓ={l}" for l in sizes)
-                  + " | Δ⟨e⟩ | Δ⟨\\|m\\|⟩ | ΔU4 |", "|---" * (6 + len(sizes)) + "|"]
+                  + " | Δ⟨e⟩ | Δ⟨\\|m\\|⟩ | ΔU4 | ΔC | Δχ |", "|---" * (8 + len(sizes)) + "|"]
         for s in paired_rows:
             cells = [f"{100 * excess.values[s, i]:+.1f} % ({excess.values[s, i] / excess_err.values[s, i]:+.1f}σ)"
                      for i in range(len(sizes))]
-            mom = [_ve(ds.moments_paired.values[s, mi[m]], ds.moments_paired_err.values[s, mi[m]])
-                   for m in ("e", "abs_m", "binder")]
+            mom = [_ve(ds.moments_paired.values[s, mi[m]], ds.moments_paired_err.values[s, mi[m]], fmt)
+                   for m, fmt in TABLE_MOMENTS]
             lines.append(f"| {labels[s]} | {int(ds.nfe.values[s])} | {ds.wall_s.values[s]:.0f} | "
                          + " | ".join(cells + mom) + " |")
         lines.append("")
     lines += ["Against the whole truth as independent ensembles (deviation in σ of the two errors combined):", "",
-              "| source | n | " + " | ".join(f"κ4(ℓ={l})" for l in sizes) + " | ⟨e⟩ | ⟨\\|m\\|⟩ | U4 |",
-              "|---" * (5 + len(sizes)) + "|"]
+              "| source | n | " + " | ".join(f"κ4(ℓ={l})" for l in sizes) + " | ⟨e⟩ | ⟨\\|m\\|⟩ | U4 | C | χ |",
+              "|---" * (7 + len(sizes)) + "|"]
     for s in range(len(labels)):
         cells = []
         for i in range(len(sizes)):
             v, e = ds.kappa4.values[s, i], ds.kappa4_err.values[s, i]
             z = "" if s == 0 else f" ({(v - ds.kappa4.values[0, i]) / np.hypot(e, ds.kappa4_err.values[0, i]):+.1f}σ)"
             cells.append(f"{v:+.4f}{z}")
-        for m in ("e", "abs_m", "binder"):
+        for m, fmt in TABLE_MOMENTS:
             v, e = ds[m].values[s], ds[m + "_err"].values[s]
             z = "" if s == 0 else f" ({(v - ds[m].values[0]) / np.hypot(e, ds[m + '_err'].values[0]):+.1f}σ)"
-            cells.append(_ve(v, e) + z)
+            cells.append(_ve(v, e, fmt) + z)
         lines.append(f"| {labels[s]} | {int(ds.n_samples.values[s])} | " + " | ".join(cells) + " |")
     lines.append("")
     if paired_rows:
@@ -349,8 +356,9 @@ def format_fidelity(ds: xr.Dataset) -> str:
 
 
 def summary(ds: xr.Dataset, who: str = "model") -> dict:
-    """Headline numbers of one evaluated model: per protocol, the paired κ4 excess per ℓ and paired
-    ⟨e⟩, ⟨|m|⟩, U4 (super-resolution), or U4, ⟨|m|⟩, ⟨e⟩ against the truth (generation)."""
+    """Headline numbers of one evaluated model: per protocol, the paired κ4 excess per ℓ and the paired
+    differences of TABLE_MOMENTS (super-resolution, keys d_NAME), and every one of them against the whole
+    truth (value, error, deviation in σ; keys NAME)."""
     out = {}
     labels = [str(s) for s in ds.source.values]
     mi = {name: i for i, name in enumerate(MOMENT_NAMES)}
@@ -366,8 +374,8 @@ def summary(ds: xr.Dataset, who: str = "model") -> dict:
             entry["kappa4_excess"] = {int(l): (float(excess.values[s, i]), float(excess_err.values[s, i]))
                                       for i, l in enumerate(ds.patch_size.values)}
             entry.update({f"d_{m}": (float(ds.moments_paired.values[s, mi[m]]),
-                                     float(ds.moments_paired_err.values[s, mi[m]])) for m in ("e", "abs_m", "binder")})
-        for m in ("e", "abs_m", "binder"):
+                                     float(ds.moments_paired_err.values[s, mi[m]])) for m, _ in TABLE_MOMENTS})
+        for m, _ in TABLE_MOMENTS:
             v, e = float(ds[m].values[s]), float(ds[m + "_err"].values[s])
             ref, ref_e = float(ds[m].values[0]), float(ds[m + "_err"].values[0])
             entry[m] = (v, e, (v - ref) / float(np.hypot(e, ref_e)))
