@@ -59,12 +59,8 @@ def _ratios(m: np.ndarray) -> np.ndarray:
                      bound, x - t])
 
 
-def variance_decomposition(truth, model, n_blocks: int = 25) -> dict[str, tuple[float, float]]:
-    """The replica decomposition of `model` (R, M) against `truth` (M,): name -> (value, jackknife error).
-
-    Replica r of configuration i is model[r, i]; configurations are blocked in their given
-    (Monte Carlo) order into n_blocks contiguous blocks.  Names: DECOMPOSITION.
-    """
+def _checked(truth, model, n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
+    """truth (M,) and model (R, M) as float64, with R ≥ 2 and 2 ≤ n_blocks ≤ M; ValueError otherwise."""
     truth = np.asarray(truth, dtype=np.float64)
     model = np.asarray(model, dtype=np.float64)
     if model.ndim != 2 or truth.ndim != 1 or model.shape[1] != truth.shape[0]:
@@ -75,6 +71,16 @@ def variance_decomposition(truth, model, n_blocks: int = 25) -> dict[str, tuple[
         raise ValueError("the decomposition needs at least 2 replicas per configuration")
     if not 2 <= n_blocks <= M:
         raise ValueError(f"need between 2 and {M} jackknife blocks, got {n_blocks}")
+    return truth, model
+
+
+def variance_decomposition(truth, model, n_blocks: int = 25) -> dict[str, tuple[float, float]]:
+    """The replica decomposition of `model` (R, M) against `truth` (M,): name -> (value, jackknife error).
+
+    Replica r of configuration i is model[r, i]; configurations are blocked in their given
+    (Monte Carlo) order into n_blocks contiguous blocks.  Names: DECOMPOSITION.
+    """
+    truth, model = _checked(truth, model, n_blocks)
     sums, counts = block_sums(_primitives(truth, model), n_blocks)
     value, error = jackknife(sums, counts, _ratios)
     return {name: (float(v), float(e)) for name, v, e in zip(DECOMPOSITION, value, error)}
@@ -88,13 +94,11 @@ def decomposition_difference(truth, model_a, model_b, n_blocks: int = 25) -> dic
     the difference with the shared truth variance and the shared starts cancelled, which two
     separate errors would count twice.  Names: DECOMPOSITION.
     """
-    truth = np.asarray(truth, dtype=np.float64)
-    model_a = np.asarray(model_a, dtype=np.float64)
+    truth, model_a = _checked(truth, model_a, n_blocks)
     model_b = np.asarray(model_b, dtype=np.float64)
     if model_a.shape != model_b.shape:
         raise ValueError(f"the two models must have the same (replicas, configurations), got {model_a.shape} "
                          f"and {model_b.shape}")
-    variance_decomposition(truth, model_a, n_blocks)  # the same checks on shapes and blocks
     prims = np.concatenate([_primitives(truth, model_a), _primitives(truth, model_b)], axis=1)
     sums, counts = block_sums(prims, n_blocks)
     value, error = jackknife(sums, counts, lambda m: _ratios(m[:6]) - _ratios(m[6:]))
