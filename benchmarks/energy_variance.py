@@ -158,6 +158,8 @@ def other_checkpoint_pairs(results: dict, other_dir: Path) -> dict:
         if {k: v for k, v in other["settings"].items() if k != "checkpoint"} != mine:
             raise SystemExit(f"{path} was run with other settings than row {row} here; cannot pair them")
         pairs[row] = (r, other)
+    if not pairs:
+        raise SystemExit(f"--compare {other_dir}: it holds none of the rows {', '.join(results)}")
     return pairs
 
 
