@@ -429,3 +429,25 @@ def test_one_resume_rule_for_every_parameter_determined_output(tmp_path):
     with pytest.raises(InputError, match="is damaged"):
         outputs.read_record(tmp_path / "record.json")
     assert outputs.read_record(tmp_path / "none.json") is None
+
+
+def test_raw_weights_become_a_checkpoint_without_overwriting(tmp_path, tiny_run16):
+    """benchmarks/raw_weights.py: the raw weights of resume.pt, not the EMA, in a new use artifact that
+    loads as a checkpoint; an existing output directory is refused in one line and left untouched."""
+    import torch
+
+    from skild_phys.methods import load_trained
+
+    run, out = tiny_run16[0], tmp_path / "raw"
+    script = [sys.executable, str(Path(__file__).parent.parent / "benchmarks" / "raw_weights.py"), str(run), str(out)]
+    assert subprocess.run(script, capture_output=True).returncode == 0
+    raw, resume, ema = checkpoint.load_use(out), checkpoint.load_resume(run), checkpoint.load_use(run)
+    assert raw["config"] == ema["config"] and raw["step"] == ema["step"] and torch.equal(raw["S0"], ema["S0"])
+    assert raw["ema"].keys() == resume["model"].keys()
+    assert all(torch.equal(raw["ema"][k], resume["model"][k]) for k in raw["ema"])
+    assert any(not torch.equal(raw["ema"][k], ema["ema"][k]) for k in raw["ema"] if raw["ema"][k].is_floating_point())
+    load_trained(out)
+    before = (out / checkpoint.USE_FILE).read_bytes()
+    second = subprocess.run(script, capture_output=True, text=True)
+    assert second.returncode == 2 and second.stderr.strip().count("\n") == 0 and "already exists" in second.stderr
+    assert (out / checkpoint.USE_FILE).read_bytes() == before
