@@ -102,6 +102,23 @@ def _pm(value, err, scale=1.0, fmt="+.1f") -> str:
     return f"{scale * value:{fmt}}({scale * err:.1f})" if fmt.endswith("1f") else f"{scale * value:{fmt}} ± {scale * err:.1g}"
 
 
+def specific_heat_cells(s: dict) -> list[str]:
+    """The specific heat C: super-resolution's paired change as a fraction of the truth's C on the same
+    configurations ((C_model − C_truth) / C_truth), generation's value with its deviation from the whole
+    truth in σ."""
+    sr, gen = s.get("marginal"), s.get("generate")
+    cells = []
+    if sr and "d_specific_heat" in sr:
+        (model, _, _), (diff, err) = sr["specific_heat"], sr["d_specific_heat"]
+        truth = model - diff  # the truth's C on the same configurations
+        cells.append(_pm(diff / truth, err / truth, fmt="+.3f"))
+    else:
+        cells.append("—")
+    cells.append(f"{gen['specific_heat'][0]:.2f} ({gen['specific_heat'][2]:+.1f}σ)"
+                 if gen and "specific_heat" in gen else "—")
+    return cells
+
+
 def table(campaign: dict, names: list[str]) -> str:
     """Markdown table of the finished rows (the others are listed as not run)."""
     from skild_phys.checkpoint import read_log
@@ -109,7 +126,7 @@ def table(campaign: dict, names: list[str]) -> str:
 
     lines = ["| row | change | samples seen | train min | SR κ4 excess % ℓ = 1 / 2 / 4 / 8 / 12 (paired) | "
              "SR Δ⟨e⟩ | SR ΔU4 | lowres κ4 excess % (range) | lowres Δ⟨e⟩ | gen U4 (σ) | gen ⟨\\|m\\|⟩ (σ) | "
-             "gen ⟨e⟩ (σ) | val loss |", "|---" * 13 + "|"]
+             "gen ⟨e⟩ (σ) | SR ΔC / C (paired) | gen C (σ) | val loss |", "|---" * 15 + "|"]
     commands = []
     for name in names:
         row = campaign["rows"][name]
@@ -118,7 +135,7 @@ def table(campaign: dict, names: list[str]) -> str:
         rec = json.loads((run / RUN_FILE).read_text()) if (run / RUN_FILE).is_file() else {}
         commands.append(f"- `{name}`: `{rec.get('train_command', shlex.join(argv('train', row['train'])))}`")
         if not nc.is_file():
-            lines.append(f"| {name} | {row['change']} | not run |" + " |" * 10)
+            lines.append(f"| {name} | {row['change']} | not run |" + " |" * 12)
             continue
         s = summary(xr.load_dataset(nc))
         seen = row["train"]["steps"] * row["train"]["batch"]
@@ -143,6 +160,7 @@ def table(campaign: dict, names: list[str]) -> str:
             cells += [f"{gen[m][0]:.3f} ({gen[m][2]:+.1f}σ)" for m in ("binder", "abs_m", "e")]
         else:
             cells += ["—"] * 3
+        cells += specific_heat_cells(s)
         cells.append(f"{val[-1]['val_loss']:.4f}" if val else "—")
         lines.append("| " + " | ".join(cells) + " |")
     data = [f"- `{k}`: `{shlex.join(argv('simulate', {**v, 'quiet': True}))}`" for k, v in campaign["data"].items()]
