@@ -25,9 +25,8 @@ def lattice_spectrum(basis: str, H: int, a: float = 1.75, q0: float = 0.01, anis
     S(q) = (q² + q0²)^(−a/2) (1 + ε (q/π)² cos 4φ); with q0 = 0 the DC mode is infinite (callers set it)."""
     qy, qx = np.meshgrid(axis_wavenumbers(basis, H), axis_wavenumbers(basis, H), indexing="ij")
     q2 = qy**2 + qx**2
-    nonzero = q2 > 0
     cos4 = np.ones_like(q2)
-    np.divide(qx**4 - 6 * qx**2 * qy**2 + qy**4, q2**2, out=cos4, where=nonzero)
+    np.divide(qx**4 - 6 * qx**2 * qy**2 + qy**4, q2**2, out=cos4, where=q2 > 0)
     r2 = q2 + q0**2
     power = np.full_like(q2, np.inf)
     np.power(r2, -a / 2, out=power, where=r2 > 0)
