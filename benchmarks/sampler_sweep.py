@@ -41,6 +41,11 @@ ROWS = [
     ("heun-loglam-5", "heun", "log-lambda", 5),
     ("heun-rho-13", "heun", "rho", 13),
     ("heun-uniform-13", "heun", "uniform", 13),
+    # the churned (stochastic) Heun chain: η of each step re-noised by the forward kernel first
+    ("heun0.25-loglam-13", "heun", "log-lambda", 13, "marginal", 0.25),
+    ("heun0.5-loglam-13", "heun", "log-lambda", 13, "marginal", 0.5),
+    ("heun1-loglam-13", "heun", "log-lambda", 13, "marginal", 1.0),
+    ("heun0.5-loglam-10", "heun", "log-lambda", 10, "marginal", 0.5),
     # the real coarse input (block means alone) instead of the forward marginal
     ("ancestral-100-lowres", "ancestral", "uniform", 100, "lowres"),
     ("heun-loglam-13-lowres", "heun", "log-lambda", 13, "lowres"),
@@ -58,9 +63,12 @@ SIZES = (1, 2, 4, 8, 12)
 
 def command(args, name, sampler, spacing, K, protocol="marginal", eta=None) -> list[str]:
     generated = str(args.gen_samples) if protocol == "generate" else "0"
+    # the reverse-step noise of the ancestral chain: the checkpoint's own default unless told
+    # (forward for super-resolution, posterior for generation: skild_phys.methods.default_variance)
+    variance = args.variance or ("posterior" if protocol == "generate" else "forward")
     cmd = ["skild-phys", "evaluate", "--checkpoint", args.checkpoint, "--truth", args.truth,
            "--samples", str(args.samples), "--gen-samples", generated,
-           "--protocol", protocol, "--baseline", "none", "--seed", "1", "--variance", "posterior",
+           "--protocol", protocol, "--baseline", "none", "--seed", "1", "--variance", variance,
            "--sampler", sampler, "--spacing", spacing, "--out", str(OUT / name), "--quiet"]
     cmd += ["--steps", str(K if K is not None else 1000)]  # K capped at n0: the full chain
     if eta is not None:
@@ -82,6 +90,8 @@ def table(args, rows) -> str:
             generated.append((name, sampler if eta is None else f"{sampler} η = {eta:g}", spacing, K))
             continue
         nc = OUT / name / DATASET_FILE
+        if len(rest) > 1:
+            sampler = f"{sampler} η = {rest[1]:g}"
         if not nc.is_file():
             lines.append(f"| {name} | {protocol} | {sampler} | {spacing} | {K or 'all'} | not run |" + " |" * 5)
             continue
@@ -106,7 +116,58 @@ def table(args, rows) -> str:
     return "\n".join(lines + ["", "Commands:", ""] + cmds)
 
 
-def figure(rows, path) -> None:
+def against(args, rows, reference: str) -> str:
+    """Every row paired with the reference row instead of the truth: same configurations, same start.
+
+    Row and reference super-resolve the same truth configurations from the same forward-marginal
+    draw, so their difference is jackknifed over joint blocks (the truth's Monte Carlo blocks) and
+    its error is the one that decides "the same answer": below either row's error against the
+    truth.  κ4 difference relative to the reference's κ4; Δ⟨e⟩ and ΔU4 as differences.
+    """
+    import numpy as np
+
+    from analysis.moments import MOMENT_NAMES
+    from analysis.observables import Source
+    from analysis.paired import paired_estimates
+    from ising.measure import open_source
+    from skild_phys.reports.evaluate import DATASET_FILE, summary
+
+    def store(name):
+        return OUT / name / "model_marginal.zarr"
+
+    if not (OUT / reference / DATASET_FILE).is_file():
+        raise SystemExit(f"reference row {reference} has not been run")
+    ref_ds = xr.load_dataset(OUT / reference / DATASET_FILE)
+    ref_k4 = ref_ds.kappa4.sel(source="model/marginal", patch_size=list(SIZES)).values
+    truth = open_source(args.truth)
+    ref = open_source(store(reference))
+    ref_idx = np.asarray(xr.open_zarr(store(reference))["source_index"].values)
+    # the reference in the truth's place: its configurations, the truth's Monte Carlo blocks
+    base = Source(label=reference, configs=ref.configs, attrs=truth.attrs, path=str(store(reference)),
+                  project=ref.project)
+    beta = float(truth.attrs["beta"])
+    mi = {m: i for i, m in enumerate(MOMENT_NAMES)}
+    lines = [f"| row | NFE | κ4 difference % ℓ = {' / '.join(map(str, SIZES))} | max \\|diff\\|/σ | Δ⟨e⟩ | ΔU4 |",
+             "|---" * 6 + "|"]
+    for name, sampler, spacing, K, *rest in rows:
+        nc = OUT / name / DATASET_FILE
+        if (rest and rest[0] != "marginal") or name == reference or not nc.is_file():
+            continue
+        idx = np.asarray(xr.open_zarr(store(name))["source_index"].values)
+        if not np.array_equal(idx, ref_idx):
+            raise SystemExit(f"{name} and {reference} super-resolved different configurations")
+        est = paired_estimates(base, open_source(store(name)), np.arange(len(idx)), np.asarray(SIZES), beta)
+        d, de = est["kappa4_paired"]
+        rel, rel_e = d / ref_k4, np.abs(de / ref_k4)
+        dm, dme = est["moments_paired"]
+        nfe = summary(xr.load_dataset(nc))["marginal"]["nfe"]
+        lines.append(f"| {name} | {nfe} | " + " / ".join(f"{100 * v:+.1f}" for v in rel)
+                     + f" (±{100 * rel_e.max():.1f}) | {np.max(np.abs(rel) / rel_e):.1f} | "
+                     f"{dm[mi['e']]:+.4f} ± {dme[mi['e']]:.4f} | {dm[mi['binder']]:+.4f} ± {dme[mi['binder']]:.4f} |")
+    return "\n".join(lines)
+
+
+def figure(rows, path, samples: int) -> None:
     """Paired κ4 excess at ℓ = 4 and paired Δ⟨e⟩ against NFE, one line per sampler (paper protocol)."""
     from matplotlib.figure import Figure
 
@@ -136,7 +197,8 @@ def figure(rows, path) -> None:
         ax.set_xlabel("network evaluations per configuration")
         ax.set_ylabel(what)
         ax.legend(fontsize=8)
-    fig.suptitle("4x super-resolution, L = 32, models/ising32_4x: accuracy against cost (500 held-out configurations)",
+    fig.suptitle("4x super-resolution, L = 32, models/ising32_4x: accuracy against cost "
+                 f"({samples} held-out configurations)",
                  fontsize=10)
     fig.savefig(path, dpi=130, metadata=outputs.plot_metadata(path))
 
@@ -149,11 +211,16 @@ def main() -> None:
                     help="Held-out truth (the shipped checkpoint's: simulate --L 32 --samples 2000 --seed 1001).")
     ap.add_argument("--samples", type=int, default=1000, help="Super-resolved configurations per row.")
     ap.add_argument("--gen-samples", type=int, default=250, help="Generated configurations per generation row.")
+    ap.add_argument("--variance", choices=("forward", "posterior"), default=None,
+                    help="Reverse-step noise of the ancestral rows [default: the checkpoint's own, forward for "
+                         "super-resolution and posterior for generation].")
     ap.add_argument("--dir", default="runs/sampler_sweep", help="Where the rows' evaluations go.")
     ap.add_argument("--rows", default=None, help="Comma-separated row names, run in this order [default: all].")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--out", default=None, help="Also write the table to this Markdown file.")
+    ap.add_argument("--against", default=None, metavar="ROW",
+                    help="Also pair every super-resolution row with this row (e.g. ancestral-full) instead of the truth.")
     ap.add_argument("--figure", default=None, help="Also draw κ4 excess and Δ⟨e⟩ against NFE to this PNG.")
     args = ap.parse_args()
     OUT = Path(args.dir)
@@ -171,11 +238,14 @@ def main() -> None:
             if result.returncode != 0:
                 raise SystemExit(f"failed (exit {result.returncode}): {shlex.join(cmd)}")
     text = table(args, rows)
+    if args.against:
+        text += f"\n\nPaired with `{args.against}` (row − {args.against}, same configurations and start):\n\n" \
+            + against(args, rows, args.against)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
     if args.figure:
-        figure(rows, args.figure)
+        figure(rows, args.figure, args.samples)
 
 
 if __name__ == "__main__":

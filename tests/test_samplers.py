@@ -21,6 +21,7 @@ from skild_phys.process.basis import Basis
 from skild_phys.process.diffusion import Process, gaussian_denoiser, per_sample_generators, randn, reverse_chain
 from skild_phys.process.transfer import axis_wavenumbers
 from skild_phys.sampling.samplers import (
+    churned_step,
     ddim_chain,
     heun_chain,
     heun_ode,
@@ -115,7 +116,8 @@ def test_the_ode_is_reversible(process):
     assert float((latent - X).abs().max() / X.abs().max()) > 0.01  # the latent is not the input
 
 
-@pytest.mark.parametrize("sampler,eta", [("ddim", 0.0), ("ddim", 0.5), ("heun", 0.0), ("ancestral", 0.0)])
+@pytest.mark.parametrize("sampler,eta", [("ddim", 0.0), ("ddim", 0.5), ("heun", 0.0), ("heun", 0.5),
+                                        ("ancestral", 0.0)])
 def test_results_do_not_depend_on_the_batch(process, sampler, eta):
     eps = gaussian_denoiser(process)
     steps = placed_steps(process, process.schedule.start_step(H / 4), 8, "rho")
@@ -140,6 +142,46 @@ def test_step_placements(process, spacing):
         assert 0.5 < gaps.min() / np.median(gaps) and gaps.max() / np.median(gaps) < 1.5  # integer rounding
 
 
+def test_churned_step_moves_up_by_the_fraction_of_the_step_in_log_lambda(process):
+    lam = process.lam.numpy()
+    n0 = process.schedule.start_step(H / 4)
+    steps = placed_steps(process, n0, 10, "log-lambda")
+    for n, m in zip(steps[1:-1], steps[2:]):
+        assert churned_step(process, n, m, 0.0) == n
+        ups = [churned_step(process, n, m, c) for c in (0.25, 0.5, 1.0)]
+        assert n <= ups[0] <= ups[1] <= ups[2] <= process.N
+        # on the integer grid: the first step at or above the target in log λ
+        target = np.log(lam[n]) + 1.0 * (np.log(lam[n]) - np.log(lam[max(m, 1)]))
+        assert np.log(lam[ups[2] - 1]) < target <= np.log(lam[ups[2]]) or ups[2] == process.N
+
+
+def test_churned_heun_keeps_S0_and_costs_2K_minus_1_evaluations(process):
+    """Gaussian oracle, η = 0.5: the forward kernel keeps the exact marginal and Heun's bias stays
+    that of the deterministic chain (K = 25: every mode within 3.5 % of S0); B samples give each
+    mode's variance a relative error √(2/B), the mean over all modes √(2/(B H²))."""
+    eps = gaussian_denoiser(process)
+    calls = []
+
+    def counted(x, n):
+        calls.append(x.shape[0])
+        return eps(x, n)
+
+    n0 = process.schedule.start_step(H / 4)
+    steps = placed_steps(process, n0, 25, "log-lambda")
+    B = 400
+    X = torch.sqrt(process.S0) * randn((B, 1, H, H), per_sample_generators(range(B)))
+    out = heun_chain(process, counted, X, steps, per_sample_generators(range(B, 2 * B)), churn=0.5)
+    assert len(calls) == network_evaluations("heun", len(steps) - 1)
+    ratio = ((out[:, 0] ** 2).mean(0) / process.S0).numpy()
+    assert 0.965 - 4 * math.sqrt(2 / (B * H * H)) < ratio.mean() < 1.005 + 4 * math.sqrt(2 / (B * H * H))
+    assert np.abs(ratio - 1).max() < 0.035 + 5 * math.sqrt(2 / B)
+    # η = 0 is the deterministic ODE itself, and η > 0 draws differ from it
+    det = heun_chain(process, eps, X[:4], steps)
+    np.testing.assert_array_equal(heun_chain(process, eps, X[:4], steps, per_sample_generators(range(4)),
+                                             churn=0.0).numpy(), det.numpy())
+    assert float((out[:4] - det).abs().max()) > 0.1 * float(det.abs().max())
+
+
 def test_network_evaluations():
     assert network_evaluations("heun", 10) == 19 and network_evaluations("ddim", 10) == 10
 
@@ -155,7 +197,7 @@ def test_cli_samplers(tmp_path, tiny_run16):
     assert attrs["sampler"] == "heun" and attrs["network_evaluations"] == 2 * attrs["reverse_steps"] - 1
     assert attrs["params"]["spacing"] == "log-lambda"
     r = CliRunner().invoke(main, ["superres", "--checkpoint", str(run), "--data", str(data), "--factor", "4",
-                                  "--sampler", "heun", "--eta", "0.5", "--out", str(tmp_path / "x.zarr")])
+                                  "--sampler", "ancestral", "--eta", "0.5", "--out", str(tmp_path / "x.zarr")])
     assert r.exit_code == 2 and "--eta belongs to --sampler ddim" in r.output
 
 

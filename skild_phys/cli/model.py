@@ -23,7 +23,9 @@ def _sampler_options(command):
     command = click.option("--spacing", default="uniform", type=click.Choice(["uniform", "log-lambda", "rho"]),
                            help="Step placement: uniform in n, uniform in log λ, or EDM's ρ = 7 spacing of √λ.")(command)
     command = click.option("--eta", type=FINITE, default=0.0,
-                           help="ddim: 0 deterministic (the ODE's Euler step) ... 1 ancestral in law.")(command)
+                           help="Stochasticity in [0, 1]. ddim: 0 deterministic (the ODE's Euler step) ... 1 "
+                                "ancestral in law; heun: the churn, re-noising each step by this fraction of "
+                                "it in log λ before integrating (0: the deterministic ODE).")(command)
     return click.option("--sampler", default="ancestral", type=click.Choice(["ancestral", "ddim", "heun"]),
                         help="ancestral: the DDPM chain; ddim: the η family; heun: the probability-flow ODE, "
                              "second order (2K-1 network evaluations).")(command)

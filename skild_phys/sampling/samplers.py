@@ -19,7 +19,11 @@ dZ/dσ = ε̂: one ODE for every mode, all driven by the one step index the netw
   between both ends; the last step (to n = 0) stays first order.  (Heun in σ itself is
   unstable here: σ of the finest modes spans e^50 within one step.)  2K − 1 network evaluations for K
   steps.  Run upwards (`heun_ode` with increasing steps) the same scheme maps a state to
-  its latent at a higher step: the ODE is deterministic and reversible.
+  its latent at a higher step: the ODE is deterministic and reversible.  With η > 0 ("churn",
+  EDM Alg. 2) every step after the first first pushes the state up to a higher step n̂ with
+  the exact forward kernel (fresh noise, log λ_n̂ = log λ_n + η (log λ_n − log λ_m)) and then
+  integrates the ODE from n̂: a stochastic second-order chain that re-noises what the flow got
+  wrong, at the same 2K − 1 evaluations.
 - `placed_steps`: where the K steps go: uniform in n (the respaced chain), uniform in
   log λ, or EDM's ρ-spacing applied to √λ (∝ the σ of every resolved mode).
 
@@ -51,8 +55,8 @@ def check_choice(sampler: str = "ancestral", eta: float = 0.0, spacing: str = "u
         raise InputError(f"unknown --spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
     if not 0.0 <= eta <= 1.0:
         raise InputError(f"--eta must be between 0 and 1, got {eta:g}")
-    if eta and sampler != "ddim":
-        raise InputError("--eta belongs to --sampler ddim (ancestral is η = 1, heun is deterministic)")
+    if eta and sampler == "ancestral":
+        raise InputError("--eta belongs to --sampler ddim or heun (ancestral is η = 1 of ddim)")
 
 
 def choice_params(sampler: str = "ancestral", eta: float = 0.0, spacing: str = "uniform") -> dict:
@@ -198,10 +202,49 @@ def heun_ode(process: Process, eps_hat: Denoiser, X_start: torch.Tensor, steps: 
     return X
 
 
+def churned_step(process: Process, n: int, m: int, churn: float) -> int:
+    """Where a churned step from n to m starts: the n̂ ≥ n with log λ_n̂ ≈ log λ_n + churn (log λ_n − log λ_m).
+
+    On the integer grid the network was trained on, at most N; the churn is a fraction of the
+    step measured in log λ (EDM's σ̂ = (1 + γ) σ per mode becomes one shift of the one step index).
+    """
+    if churn == 0:
+        return n
+    with np.errstate(divide="ignore"):  # λ_0 = 0
+        log_lam = np.log(process.lam.cpu().numpy())
+    target = log_lam[n] + churn * (log_lam[n] - log_lam[max(m, 1)])
+    return int(np.clip(np.searchsorted(log_lam, target - 1e-12), n, process.N))
+
+
 def heun_chain(process: Process, eps_hat: Denoiser, X_start: torch.Tensor, steps: Sequence[int], generator=None,
-               progress=None) -> torch.Tensor:
-    """The probability-flow ODE from X_start at steps[0] down to 0 (deterministic)."""
-    return heun_ode(process, eps_hat, X_start, _check(process, steps), progress)
+               churn: float = 0.0, progress=None) -> torch.Tensor:
+    """The probability-flow ODE from X_start at steps[0] down to 0: deterministic, or churned (η > 0).
+
+    With churn > 0, every step n → m after the first starts by pushing the state up to
+    n̂ = churned_step(n, m) with the exact forward kernel q(X_n̂ | X_n) (noise from `generator`),
+    then takes the Heun step n̂ → m: X̂_0 is evaluated afresh at n̂ instead of at n, so the
+    chain still costs 2K − 1 network evaluations.  The forward kernel leaves the marginals of
+    the exact process unchanged; what the noise replaces is the flow's own error.
+    """
+    steps = _check(process, steps)
+    if not 0.0 <= churn <= 1.0:
+        raise ValueError(f"churn must be in [0, 1], got {churn}")
+    if churn == 0:
+        return heun_ode(process, eps_hat, X_start, steps, progress)
+    X = X_start
+    pairs = list(zip(steps[:-1], steps[1:]))
+    for i, (n, m) in enumerate(pairs if progress is None else progress(pairs)):
+        if i > 0:  # the start state is the exact marginal: nothing to re-noise yet
+            n_hat = churned_step(process, n, m, churn)
+            if n_hat > n:
+                X = process.kernel(X, n, n_hat, randn(X.shape, generator, dtype=X.dtype, device=X.device))
+                n = n_hat
+        x0_n = _x0_modes(process, eps_hat, X, n)
+        X_pred = _ei_step(process, X, x0_n, n, m)
+        if m == 0:
+            return X_pred
+        X = _ei_step(process, X, x0_n, n, m, _x0_modes(process, eps_hat, X_pred, m))
+    return X
 
 
 def sample_chain(process: Process, eps_hat: Denoiser, X_start: torch.Tensor, steps: Sequence[int], generator,
@@ -212,5 +255,5 @@ def sample_chain(process: Process, eps_hat: Denoiser, X_start: torch.Tensor, ste
     if sampler == "ddim":
         return ddim_chain(process, eps_hat, X_start, steps, generator, eta=eta)
     if sampler == "heun":
-        return heun_chain(process, eps_hat, X_start, steps)
+        return heun_chain(process, eps_hat, X_start, steps, generator, churn=eta)
     raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
