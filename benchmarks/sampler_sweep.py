@@ -44,10 +44,9 @@ ROWS = [
     # the churned (stochastic) Heun chain: η of each step re-noised by the forward kernel first
     ("heun0.25-loglam-13", "heun", "log-lambda", 13, "marginal", 0.25),
     ("heun0.5-loglam-13", "heun", "log-lambda", 13, "marginal", 0.5),
-    ("heun1-loglam-13", "heun", "log-lambda", 13, "marginal", 1.0),
-    ("heun0.5-loglam-10", "heun", "log-lambda", 10, "marginal", 0.5),
     # the real coarse input (block means alone) instead of the forward marginal
     ("ancestral-100-lowres", "ancestral", "uniform", 100, "lowres"),
+    ("ancestral-20-lowres", "ancestral", "uniform", 20, "lowres"),
     ("heun-loglam-13-lowres", "heun", "log-lambda", 13, "lowres"),
     # generation from noise (n = N), against the whole truth: --gen-samples configurations per row
     ("ancestral-100-gen", "ancestral", "uniform", 100, "generate"),
@@ -176,11 +175,13 @@ def figure(rows, path, samples: int) -> None:
 
     fig = Figure(figsize=(10, 4), constrained_layout=True)
     ax_k, ax_e = fig.subplots(1, 2)
-    for sampler, marker in (("ancestral", "o"), ("ddim", "s"), ("heun", "^")):
+    for sampler, eta, marker in (("ancestral", None, "o"), ("ddim", None, "s"), ("heun", None, "^"),
+                                 ("heun", 0.5, "v")):
         pts = []
         for name, s_, spacing, K, *rest in rows:
             nc = OUT / name / DATASET_FILE
-            if s_ != sampler or rest or not nc.is_file() or (sampler != "ancestral" and spacing != "log-lambda"):
+            want = [] if eta is None else ["marginal", eta]
+            if s_ != sampler or rest != want or not nc.is_file() or (sampler != "ancestral" and spacing != "log-lambda"):
                 continue
             s = summary(xr.load_dataset(nc))["marginal"]
             pts.append((s["nfe"], *s["kappa4_excess"][4], *s["d_e"]))
@@ -188,7 +189,7 @@ def figure(rows, path, samples: int) -> None:
             continue
         pts.sort()
         nfe, k, ke, e, ee = (list(c) for c in zip(*pts))
-        label = sampler + ("" if sampler == "ancestral" else " (log-λ steps)")
+        label = sampler + ("" if eta is None else f" η = {eta:g}") + ("" if sampler == "ancestral" else " (log-λ steps)")
         ax_k.errorbar(nfe, [100 * v for v in k], [100 * v for v in ke], marker=marker, capsize=3, label=label)
         ax_e.errorbar(nfe, e, ee, marker=marker, capsize=3, label=label)
     for ax, what in ((ax_k, "paired κ4 excess at ℓ = 4 (%)"), (ax_e, "paired Δ⟨e⟩ per spin")):

@@ -20,7 +20,7 @@ dZ/dσ = ε̂: one ODE for every mode, all driven by the one step index the netw
   unstable here: σ of the finest modes spans e^50 within one step.)  2K − 1 network evaluations for K
   steps.  Run upwards (`heun_ode` with increasing steps) the same scheme maps a state to
   its latent at a higher step: the ODE is deterministic and reversible.  With η > 0 ("churn",
-  EDM Alg. 2) every step after the first first pushes the state up to a higher step n̂ with
+  EDM Alg. 2) every step but the first and the last first pushes the state up to a higher step n̂ with
   the exact forward kernel (fresh noise, log λ_n̂ = log λ_n + η (log λ_n − log λ_m)) and then
   integrates the ODE from n̂: a stochastic second-order chain that re-noises what the flow got
   wrong, at the same 2K − 1 evaluations.
@@ -220,11 +220,13 @@ def heun_chain(process: Process, eps_hat: Denoiser, X_start: torch.Tensor, steps
                churn: float = 0.0, progress=None) -> torch.Tensor:
     """The probability-flow ODE from X_start at steps[0] down to 0: deterministic, or churned (η > 0).
 
-    With churn > 0, every step n → m after the first starts by pushing the state up to
+    With churn > 0, every step n → m but the first and the last starts by pushing the state up to
     n̂ = churned_step(n, m) with the exact forward kernel q(X_n̂ | X_n) (noise from `generator`),
     then takes the Heun step n̂ → m: X̂_0 is evaluated afresh at n̂ instead of at n, so the
     chain still costs 2K − 1 network evaluations.  The forward kernel leaves the marginals of
-    the exact process unchanged; what the noise replaces is the flow's own error.
+    the exact process unchanged; what the noise replaces is the flow's own error.  The first
+    step starts from the exact marginal, and the last (into n = 0) returns X̂_0, the posterior
+    mean: churning before it would leave the modes it re-noises at their mean, a smoothed field.
     """
     steps = _check(process, steps)
     if not 0.0 <= churn <= 1.0:
@@ -234,7 +236,7 @@ def heun_chain(process: Process, eps_hat: Denoiser, X_start: torch.Tensor, steps
     X = X_start
     pairs = list(zip(steps[:-1], steps[1:]))
     for i, (n, m) in enumerate(pairs if progress is None else progress(pairs)):
-        if i > 0:  # the start state is the exact marginal: nothing to re-noise yet
+        if 0 < i and m > 0:  # the start is the exact marginal; the last step returns X̂_0, a mean
             n_hat = churned_step(process, n, m, churn)
             if n_hat > n:
                 X = process.kernel(X, n, n_hat, randn(X.shape, generator, dtype=X.dtype, device=X.device))
