@@ -84,13 +84,12 @@ def table(args, rows) -> str:
     for name, sampler, spacing, K, *rest in rows:
         protocol = rest[0] if rest else "marginal"
         cmds.append(f"- `{name}`: `{shlex.join(command(args, name, sampler, spacing, K, *rest))}`")
-        if protocol == "generate":
-            eta = rest[1] if len(rest) > 1 else None
-            generated.append((name, sampler if eta is None else f"{sampler} η = {eta:g}", spacing, K))
-            continue
-        nc = OUT / name / DATASET_FILE
         if len(rest) > 1:
             sampler = f"{sampler} η = {rest[1]:g}"
+        if protocol == "generate":
+            generated.append((name, sampler, spacing, K))
+            continue
+        nc = OUT / name / DATASET_FILE
         if not nc.is_file():
             lines.append(f"| {name} | {protocol} | {sampler} | {spacing} | {K or 'all'} | not run |" + " |" * 5)
             continue
@@ -128,7 +127,7 @@ def against(args, rows, reference: str) -> str:
     from analysis.moments import MOMENT_NAMES
     from analysis.observables import Source
     from analysis.paired import paired_estimates
-    from ising.measure import open_source
+    from ising.measure import open_source, paired_indices
     from skild_phys.reports.evaluate import DATASET_FILE, summary
 
     def store(name):
@@ -140,7 +139,7 @@ def against(args, rows, reference: str) -> str:
     ref_k4 = ref_ds.kappa4.sel(source="model/marginal", patch_size=list(SIZES)).values
     truth = open_source(args.truth)
     ref = open_source(store(reference))
-    ref_idx = np.asarray(xr.open_zarr(store(reference))["source_index"].values)
+    ref_idx = paired_indices(truth, ref)
     # the reference in the truth's place: its configurations, the truth's Monte Carlo blocks
     base = Source(label=reference, configs=ref.configs, attrs=truth.attrs, path=str(store(reference)),
                   project=ref.project)
@@ -152,10 +151,11 @@ def against(args, rows, reference: str) -> str:
         nc = OUT / name / DATASET_FILE
         if (rest and rest[0] != "marginal") or name == reference or not nc.is_file():
             continue
-        idx = np.asarray(xr.open_zarr(store(name))["source_index"].values)
-        if not np.array_equal(idx, ref_idx):
-            raise SystemExit(f"{name} and {reference} super-resolved different configurations")
-        est = paired_estimates(base, open_source(store(name)), np.arange(len(idx)), np.asarray(SIZES), beta)
+        src = open_source(store(name))
+        idx = paired_indices(truth, src)
+        if ref_idx is None or idx is None or not np.array_equal(idx, ref_idx):
+            raise SystemExit(f"{name} and {reference} did not super-resolve the same configurations of {args.truth}")
+        est = paired_estimates(base, src, np.arange(len(idx)), np.asarray(SIZES), beta)
         d, de = est["kappa4_paired"]
         rel, rel_e = d / ref_k4, np.abs(de / ref_k4)
         dm, dme = est["moments_paired"]

@@ -179,26 +179,30 @@ def _x0_modes(process: Process, eps_hat: Denoiser, X: torch.Tensor, n: int) -> t
 
 
 def heun_ode(process: Process, eps_hat: Denoiser, X_start: torch.Tensor, steps: Sequence[int],
-             progress=None) -> torch.Tensor:
+             progress=None, churn: float = 0.0, generator=None) -> torch.Tensor:
     """The probability-flow ODE from steps[0] to steps[-1] (either direction), second order.
 
     Heun's predictor–corrector (EDM Alg. 1) in the exponential-integrator form: the predictor
     is the DDIM step, the corrector re-takes the step with X̂_0 interpolated linearly in the
     half-log-SNR between its values at both ends.  Down to n = 0 the last step is first order
     (X̂_0 is not evaluated on clean data); upwards from n ≥ 1 the same scheme encodes a state
-    into its latent at a higher step (reversibility).
+    into its latent at a higher step (reversibility).  `churn` > 0 (downwards only, see
+    `heun_chain`) re-noises each step but the first and the last before it is taken.
     """
-    steps = _check(process, steps, to_zero=False)
+    steps = _check(process, steps, to_zero=churn > 0)
     X = X_start
-    x0_n = _x0_modes(process, eps_hat, X, steps[0])
     pairs = list(zip(steps[:-1], steps[1:]))
-    for n, m in (pairs if progress is None else progress(pairs)):
+    for i, (n, m) in enumerate(pairs if progress is None else progress(pairs)):
+        if churn and 0 < i and m > 0:  # the start is the exact marginal; the last step returns X̂_0, a mean
+            n_hat = churned_step(process, n, m, churn)
+            if n_hat > n:
+                X = process.kernel(X, n, n_hat, randn(X.shape, generator, dtype=X.dtype, device=X.device))
+                n = n_hat
+        x0_n = _x0_modes(process, eps_hat, X, n)
         X_pred = _ei_step(process, X, x0_n, n, m)
         if m == 0:
             return X_pred
-        x0_pred = _x0_modes(process, eps_hat, X_pred, m)
-        X = _ei_step(process, X, x0_n, n, m, x0_pred)
-        x0_n = _x0_modes(process, eps_hat, X, m)
+        X = _ei_step(process, X, x0_n, n, m, _x0_modes(process, eps_hat, X_pred, m))
     return X
 
 
@@ -228,25 +232,9 @@ def heun_chain(process: Process, eps_hat: Denoiser, X_start: torch.Tensor, steps
     step starts from the exact marginal, and the last (into n = 0) returns X̂_0, the posterior
     mean: churning before it would leave the modes it re-noises at their mean, a smoothed field.
     """
-    steps = _check(process, steps)
     if not 0.0 <= churn <= 1.0:
         raise ValueError(f"churn must be in [0, 1], got {churn}")
-    if churn == 0:
-        return heun_ode(process, eps_hat, X_start, steps, progress)
-    X = X_start
-    pairs = list(zip(steps[:-1], steps[1:]))
-    for i, (n, m) in enumerate(pairs if progress is None else progress(pairs)):
-        if 0 < i and m > 0:  # the start is the exact marginal; the last step returns X̂_0, a mean
-            n_hat = churned_step(process, n, m, churn)
-            if n_hat > n:
-                X = process.kernel(X, n, n_hat, randn(X.shape, generator, dtype=X.dtype, device=X.device))
-                n = n_hat
-        x0_n = _x0_modes(process, eps_hat, X, n)
-        X_pred = _ei_step(process, X, x0_n, n, m)
-        if m == 0:
-            return X_pred
-        X = _ei_step(process, X, x0_n, n, m, _x0_modes(process, eps_hat, X_pred, m))
-    return X
+    return heun_ode(process, eps_hat, X_start, _check(process, steps), progress, churn, generator)
 
 
 def sample_chain(process: Process, eps_hat: Denoiser, X_start: torch.Tensor, steps: Sequence[int], generator,
