@@ -74,3 +74,41 @@ def seam_profile(x: np.ndarray) -> np.ndarray:
             for j in range(L):
                 sums[s, delta] += x[s, i, j] * x[s, (i + 1) % L, j] + x[s, j, i] * x[s, j, (i + 1) % L]
     return sums / counts
+
+
+def _window_offsets(window: int):
+    """(offset, weight) pairs of a periodic window of `window` sites centred on a site (even: half-weight ends)."""
+    if window % 2:
+        half = (window - 1) // 2
+        return [(d, 1.0) for d in range(-half, half + 1)]
+    half = window // 2
+    return [(d, 0.5 if abs(d) == half else 1.0) for d in range(-half, half + 1)]
+
+
+def window_mean(x: np.ndarray, window: int) -> np.ndarray:
+    """Weighted periodic mean of x (..., H, W) over the window x window around every site, site by site."""
+    H, W = x.shape[-2:]
+    out = np.zeros_like(x, dtype=float)
+    for i in range(H):
+        for j in range(W):
+            for di, wi in _window_offsets(window):
+                for dj, wj in _window_offsets(window):
+                    out[..., i, j] += wi * wj * x[..., (i + di) % H, (j + dj) % W]
+    return out / window**2
+
+
+def window_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, window: int) -> np.ndarray:
+    """Single-head attention (C, H, W) of every site to its periodic window, keys weighted, query by query."""
+    C, H, W = q.shape
+    out = np.zeros_like(q, dtype=float)
+    for i in range(H):
+        for j in range(W):
+            scores, values = [], []
+            for di, wi in _window_offsets(window):
+                for dj, wj in _window_offsets(window):
+                    key = k[:, (i + di) % H, (j + dj) % W]
+                    scores.append(np.log(wi * wj) + q[:, i, j] @ key / np.sqrt(C))
+                    values.append(v[:, (i + di) % H, (j + dj) % W])
+            p = np.exp(np.array(scores) - max(scores))
+            out[:, i, j] = (p / p.sum()) @ np.array(values)
+    return out

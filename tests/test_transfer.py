@@ -140,6 +140,26 @@ def test_cli_superres_on_a_larger_lattice(tmp_path, make_store, tiny_run16):
     assert r.exit_code == 2 and "smaller than the checkpoint" in r.output
 
 
+def test_cli_window_train_is_the_same_chain_at_the_training_size_and_recorded_on_a_larger_one(
+        tmp_path, make_store, tiny_run16):
+    run = tiny_run16[0]
+    data16 = make_store("window16", L=16, n_samples=4, chains=2, seed=8)
+    data32 = make_store("window32", L=32, n_samples=4, chains=2, seed=9)
+    stores = {}
+    for size, data in ((16, data16), (32, data32)):
+        for window in ("global", "train"):
+            out = tmp_path / f"w{size}{window}.zarr"
+            r = CliRunner().invoke(main, ["superres", "--checkpoint", str(run), "--data", str(data), "--factor", "4",
+                                          "--out", str(out), "--steps", "4", "--quiet", "--device", "cpu",
+                                          "--window", window, "--keep-field"])
+            assert r.exit_code == 0, r.output
+            stores[size, window] = xr.open_zarr(out)
+    np.testing.assert_array_equal(stores[16, "train"].field.values, stores[16, "global"].field.values)
+    assert "window" not in stores[16, "train"].attrs and "window" not in stores[32, "global"].attrs
+    assert stores[32, "train"].attrs["window"] == "train"
+    assert np.abs(stores[32, "train"].field.values - stores[32, "global"].field.values).max() > 1e-6
+
+
 def test_transfer_refuses_what_it_cannot_carry():
     model = TrainedModel(_config(model="sr3"), None, None, "", "cpu")
     with pytest.raises(InputError, match="SKILD checkpoint"):

@@ -2,6 +2,8 @@
 
 import dataclasses
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -155,3 +157,64 @@ def test_adam_steps_reduce_mse_to_a_fixed_target():
         losses.append(loss.item())
     # the zero output starts at loss = mean(target²) ≈ 1; 30 steps must cut it tenfold
     assert losses[-1] < 0.1 * losses[0]
+
+
+# --- windowed GroupNorm and attention (a checkpoint on a lattice larger than its training one) ---
+
+@pytest.mark.parametrize("window", [3, 4])
+def test_window_mean_and_attention_match_their_site_by_site_twins(window):
+    from skild_phys.networks.unet import _window_mean, windowed_attention
+    from tests import naive
+
+    generator = torch.Generator().manual_seed(20)
+    x = torch.randn(2, 3, 10, 10, generator=generator, dtype=torch.float64)
+    np.testing.assert_allclose(_window_mean(x, (window, window)).numpy(), naive.window_mean(x.numpy(), window),
+                               atol=1e-12)
+    q, k, v = torch.randn(3, 1, 5, 10, 10, generator=generator, dtype=torch.float64).unbind(0)
+    fast = windowed_attention(q, k, v, (window, window))[0].numpy()
+    np.testing.assert_allclose(fast, naive.window_attention(q[0].numpy(), k[0].numpy(), v[0].numpy(), window),
+                               atol=1e-12)
+
+
+def test_windowed_attention_over_the_whole_grid_is_global_attention():
+    from skild_phys.networks.unet import windowed_attention
+
+    generator = torch.Generator().manual_seed(21)
+    q, k, v = torch.randn(3, 2, 4, 6, 6, generator=generator, dtype=torch.float64).unbind(0)
+    flat = [t.flatten(2).transpose(1, 2) for t in (q, k, v)]
+    full = torch.nn.functional.scaled_dot_product_attention(*flat).transpose(1, 2).reshape(q.shape)
+    assert (windowed_attention(q, k, v, (6, 6)) - full).abs().max() < 1e-12
+
+
+def test_window_of_the_training_size_leaves_the_network_unchanged_there_and_sees_one_period_of_a_tiling():
+    model = _randomised(build_unet("small", periodic=True), seed=22)
+    x, n = _inputs(2, 1, (32, 32), seed=23)
+    tiled = x.repeat(1, 1, 2, 2)  # a 32-periodic 64 x 64 lattice
+    other, _ = _inputs(2, 1, (64, 64), seed=24)
+    with torch.no_grad():
+        plain, plain_big = model(x, n), model(other, n)
+        model.set_window((32, 32))
+        windowed = model(x, n)
+        # each site's window is one period of the tiling (even window: half-weight ends on one site)
+        tiled_out = model(tiled, n)
+        windowed_big = model(other, n)
+        model.set_window(None)
+        assert (model(other, n) - plain_big).abs().max() == 0
+    assert (windowed - plain).abs().max() == 0
+    assert (tiled_out - windowed.repeat(1, 1, 2, 2)).abs().max() < 1e-10
+    # on a larger non-periodic-at-32 lattice the windowed statistics differ from the global ones
+    assert (windowed_big - plain_big).abs().max() > 1e-4
+
+
+def test_windowed_net_stays_equivariant_under_torus_shifts_on_a_larger_lattice():
+    model = _randomised(build_unet("tiny", periodic=True), seed=25)
+    model.set_window((16, 16))
+    x, n = _inputs(2, 1, (48, 48), seed=26)
+    roll = lambda t: torch.roll(t, shifts=(12, 4), dims=(-2, -1))  # noqa: E731
+    with torch.no_grad():
+        assert (model(roll(x), n) - roll(model(x, n))).abs().max() < 1e-10
+
+
+def test_set_window_refuses_an_empty_window():
+    with pytest.raises(ValueError, match="at least one pixel"):
+        build_unet("tiny").set_window((0, 16))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from skild_phys.cli.common import FINITE, writes
-from skild_phys.cli.model import _device, _sampler_options, _set_threads, _speed_options, _threads
+from skild_phys.cli.model import _device, _sampler_options, _set_threads, _speed_options, _threads, _window
 
 
 @click.command()
@@ -40,13 +40,14 @@ from skild_phys.cli.model import _device, _sampler_options, _set_threads, _speed
 @click.option("--keep-field", is_flag=True, help="Also store each chain's continuous field (before the sign).")
 @_sampler_options
 @_speed_options
+@_window
 @click.option("--overwrite", is_flag=True, help="Replace an evaluation with other settings in --out (never other data).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_device
 @_threads
 @writes("out")
 def evaluate(run, truth, out, samples, gen_samples, steps, factor, protocols, baselines, lowres_rule, lowres_start, seed,
-             batch, variance, spectrum_basis, keep_field, sampler, eta, spacing, precision, compile_net, overwrite, quiet,
+             batch, variance, spectrum_basis, keep_field, sampler, eta, spacing, precision, compile_net, window, overwrite, quiet,
              device, threads):
     """Fidelity of a checkpoint: super-resolution (both protocols) and generation against the truth.
 
@@ -67,7 +68,7 @@ def evaluate(run, truth, out, samples, gen_samples, steps, factor, protocols, ba
                             factor=factor, protocols=tuple(protocols or PROTOCOLS), baselines=chosen,
                             lowres_rule=lowres_rule, lowres_start=lowres_start, variance=variance,
                             spectrum_basis=spectrum_basis, keep_field=keep_field, sampler=sampler, eta=eta,
-                            spacing=spacing, precision=precision, compile=compile_net)
+                            spacing=spacing, precision=precision, compile=compile_net, window=window)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BlockingWarning)  # model stores: independent samples by construction
         ds = run_evaluation(run, truth, out, settings, device=device, overwrite=overwrite, progress=not quiet,

@@ -10,6 +10,12 @@ _device = click.option("--device", default="auto", help="torch device: auto (CUD
 _threads = click.option("--threads", type=int, default=None, help="CPU threads for torch [default: torch's choice].")
 
 
+_window = click.option("--window", default="global", type=click.Choice(["global", "train"]),
+                       help="On a lattice larger than the checkpoint's: the network's GroupNorm statistics and "
+                            "self-attention see the whole lattice (global) or the periodic window of the training "
+                            "lattice around each site (train); the two are the same network at the training size.")
+
+
 def _speed_options(command):
     """--precision and --compile: how the network runs (the process's tables stay float64)."""
     command = click.option("--compile", "compile_net", is_flag=True,
@@ -203,7 +209,7 @@ def _chain_options(f):
                                  "(exact for Gaussian data at any step count) [default: forward for SKILD lattice "
                                  "super-resolution, posterior for generation, images and SR3]."),
                click.option("--keep-field", is_flag=True, help="Also store the raw continuous field."),
-               _sampler_options, _speed_options,
+               _sampler_options, _speed_options, _window,
                click.option("--overwrite", is_flag=True,
                             help="Replace samples skild-phys wrote at --out (never other data)."),
                click.option("--quiet", is_flag=True, help="No progress bar."),
@@ -222,13 +228,13 @@ def _chain_options(f):
 @_chain_options
 @writes("out")
 def generate(run, samples, out, steps, seed, batch, variance, keep_field, sampler, eta, spacing, precision,
-             compile_net, overwrite, quiet, device, threads):
+             compile_net, window, overwrite, quiet, device, threads):
     """Generate configurations from noise (reverse chain from n = N)."""
     from skild_phys.methods import default_variance, load_trained
     from skild_phys.sampling.lattice import generate_lattices
 
     _set_threads(threads)
-    model = load_trained(run, device, precision, compile_net)
+    model = load_trained(run, device, precision, compile_net, window)
     variance = variance or default_variance(model.config, generate=True)
     if model.config.data_kind == "image":
         from skild_phys.sampling.images import generate_images
@@ -271,7 +277,7 @@ def generate(run, samples, out, steps, seed, batch, variance, keep_field, sample
 @_chain_options
 @writes("out")
 def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, steps, cascade, seed, batch, variance,
-             keep_field, sampler, eta, spacing, precision, compile_net, overwrite, quiet, device, threads):
+             keep_field, sampler, eta, spacing, precision, compile_net, window, overwrite, quiet, device, threads):
     """Super-resolve configurations by the reverse chain from n0, where r(n0) = H / factor.
 
     A lattice larger than the checkpoint's runs in lattice units (docs/theory.md); --cascade climbs
@@ -284,7 +290,7 @@ def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, steps, ca
     if (hr is None) == (lr is None):
         raise InputError("give exactly one of --data (high-resolution store) or --lowres (coarse store)")
     _set_threads(threads)
-    model = load_trained(run, device, precision, compile_net)
+    model = load_trained(run, device, precision, compile_net, window)
     variance = variance or default_variance(model.config)
     if model.config.data_kind == "image":
         if cascade:

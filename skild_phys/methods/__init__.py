@@ -49,10 +49,11 @@ def get_method(name: str) -> Method:
     return _METHODS[name]()
 
 
-def load_trained(run, device: str = "auto", precision: str = "fp32", compile: bool = False):
-    """Load a checkpoint with the method it was trained with (network precision: `skild_phys.networks.precision.accelerate`)."""
+def load_trained(run, device: str = "auto", precision: str = "fp32", compile: bool = False, window: str = "global"):
+    """Load a checkpoint with the method it was trained with (network precision: `skild_phys.networks.precision.accelerate`;
+    window: `skild_phys.methods.skild.load_model`)."""
     name = checkpoint.load_use(run)["config"].get("model", "skild")
-    return get_method(name).load(run, device, precision, compile)
+    return get_method(name).load(run, device, precision, compile, window)
 
 
 def default_variance(config, generate: bool = False) -> str:

@@ -220,6 +220,7 @@ class TrainedModel:
     digest: str
     device: torch.device
     path: str | None = None  # the run directory it was loaded from
+    window: str = "global"  # what the network's GroupNorm and attention see on a larger lattice (WINDOWS)
 
     def eps_hat(self, x: torch.Tensor, n: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Noise estimate in pixel space; the network runs in float32, the chain keeps x's dtype."""
@@ -248,8 +249,19 @@ def pick_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def load_model(run, device: str = "auto", precision: str = "fp32", compile: bool = False) -> TrainedModel:
-    """Load the "use" artifact of RUN (EMA weights) onto `device` (network precision: see `accelerate`)."""
+WINDOWS = ("global", "train")
+
+
+def load_model(run, device: str = "auto", precision: str = "fp32", compile: bool = False,
+               window: str = "global") -> TrainedModel:
+    """Load the "use" artifact of RUN (EMA weights) onto `device` (network precision: see `accelerate`).
+
+    window: what the network's GroupNorm statistics and self-attention see on a lattice larger than
+    the training one — "global" the whole lattice, "train" the periodic window of the training
+    lattice around each site (`UNet.set_window`); the two are the same network at the training size.
+    """
+    if window not in WINDOWS:
+        raise InputError(f"--window must be one of {', '.join(WINDOWS)}, got {window!r}")
     art = checkpoint.load_use(run)
     config = RunConfig.from_dict(art["config"])
     dev = pick_device(device)
@@ -259,9 +271,10 @@ def load_model(run, device: str = "auto", precision: str = "fp32", compile: bool
     except (RuntimeError, KeyError) as err:
         raise InputError(f"checkpoint {run} does not match its own configuration ({type(err).__name__})") from None
     net.to(dev).eval()
+    net.set_window((config.H, config.W) if window == "train" else None)
     process = build_process(config, art["S0"]).to(dev)
     return TrainedModel(config, process, accelerate(net, dev, precision, compile), checkpoint.file_digest(run), dev,
-                        str(checkpoint.resolve(run)))
+                        str(checkpoint.resolve(run)), window)
 
 
 def transfer_allowed(config: RunConfig, H: int, W: int) -> None:
@@ -287,5 +300,6 @@ def at_size(model: TrainedModel, H: int, W: int) -> TrainedModel:
     transfer_allowed(config, H, W)
     process = transferred_process(model.process, H, W)
     new_config = config.replace(H=H, W=W, schedule=process.schedule.to_dict(),
-                                transfer={"trained_H": config.H, "trained_W": config.W, "scale": H / config.H})
-    return TrainedModel(new_config, process, model.net, model.digest, model.device, model.path)
+                                transfer={"trained_H": config.H, "trained_W": config.W, "scale": H / config.H,
+                                          "window": model.window})
+    return TrainedModel(new_config, process, model.net, model.digest, model.device, model.path, model.window)

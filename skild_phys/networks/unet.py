@@ -49,12 +49,108 @@ CONFIGS: dict[str, UNetConfig] = {
 }
 
 
-def _group_norm(channels: int) -> nn.GroupNorm:
+class Window:
+    """How far the network's global operations see: shared by every GroupNorm and attention of one U-Net.
+
+    `lattice` is None (global: statistics and attention over the whole grid, the default) or the
+    (height, width) in input pixels of a periodic window around each site — the training lattice,
+    for a checkpoint run on a larger one.  Inside the network a layer at 1/2^j resolution sees a
+    window of lattice/2^j positions.  Along an axis no longer than its window the layer is global,
+    so at the training size a windowed network is the trained network exactly.
+    """
+
+    def __init__(self):
+        self.lattice: tuple[int, int] | None = None
+        self.input: tuple[int, int] = (0, 0)  # the (H, W) of the current forward's input
+
+    def at(self, height: int, width: int) -> tuple[int, int] | None:
+        """Window (wh, ww) in positions of a height x width feature map, None where it is global."""
+        if self.lattice is None:
+            return None
+        wh = max(1, round(self.lattice[0] * height / self.input[0]))
+        ww = max(1, round(self.lattice[1] * width / self.input[1]))
+        return None if (height <= wh and width <= ww) else (wh, ww)
+
+
+def window_weights(size: int, window: int) -> torch.Tensor:
+    """Weights over the offsets of a periodic window of `window` sites centred on a site, on an axis of `size`.
+
+    Odd window: offsets −(w−1)/2 … (w−1)/2, weight 1.  Even window: offsets −w/2 … w/2 with half weight
+    at both ends, so the window is symmetric and, when the axis is exactly w long (the two ends are one
+    site), every site counts once.  An axis no longer than the window: every site once (offsets 0 … size−1).
+    Returns (offsets, weights) with weights summing to min(size, window)."""
+    if size <= window:
+        return torch.arange(size), torch.ones(size, dtype=torch.float64)
+    half = window // 2
+    offsets = torch.arange(-half, half + 1)
+    weights = torch.ones(len(offsets), dtype=torch.float64)
+    if window % 2 == 0:
+        weights[0] = weights[-1] = 0.5
+    return offsets, weights
+
+
+def _window_mean(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+    """Weighted periodic mean of x (B, G, H, W) over the window around every site (separable)."""
+    for axis, w in zip((2, 3), window):
+        size = x.shape[axis]
+        offsets, weights = window_weights(size, w)
+        if size <= w:
+            x = x.mean(dim=axis, keepdim=True).expand_as(x)
+            continue
+        lo, hi = -int(offsets[0]), int(offsets[-1])
+        pad = (0, 0, lo, hi) if axis == 2 else (lo, hi, 0, 0)
+        kernel = (weights / weights.sum()).to(x)
+        shape = (1, 1, len(kernel), 1) if axis == 2 else (1, 1, 1, len(kernel))
+        groups = x.shape[1]
+        x = F.conv2d(F.pad(x, pad, mode="circular"), kernel.reshape(shape).expand(groups, 1, *shape[2:]),
+                     groups=groups)
+    return x
+
+
+class WindowedGroupNorm(nn.GroupNorm):
+    """GroupNorm whose statistics are, under a Window, those of the periodic window around each site."""
+
+    def __init__(self, groups: int, channels: int, window: Window, eps: float = 1e-6):
+        super().__init__(groups, channels, eps=eps)
+        self.window = window
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        window = self.window.at(*x.shape[-2:])
+        if window is None:
+            return super().forward(x)
+        batch, channels, height, width = x.shape
+        xg = x.reshape(batch, self.num_groups, channels // self.num_groups, height, width)
+        xf = xg.to(torch.promote_types(x.dtype, torch.float32))  # bf16 statistics in float32
+        mean = _window_mean(xf.mean(dim=2), window)
+        var = (_window_mean((xf * xf).mean(dim=2), window) - mean * mean).clamp_min(0.0)
+        out = ((xf - mean[:, :, None]) * torch.rsqrt(var[:, :, None] + self.eps)).to(x.dtype)
+        out = out.reshape(batch, channels, height, width)
+        return out * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+def _group_norm(channels: int, window: Window) -> WindowedGroupNorm:
     """GroupNorm with up to 32 groups of at least 4 channels (as in EDM)."""
     groups = max(1, min(32, channels // 4))
     while channels % groups:
         groups -= 1
-    return nn.GroupNorm(groups, channels, eps=1e-6)
+    return WindowedGroupNorm(groups, channels, window, eps=1e-6)
+
+
+def windowed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+    """Single-head attention of every site to the periodic window around it; q, k, v (B, C, H, W) -> (B, C, H, W).
+
+    The keys are weighted by `window_weights` (a log-weight on the logits), so a window as large as the
+    grid is global attention exactly."""
+    batch, channels, height, width = q.shape
+    (oh, wh), (ow, ww) = window_weights(height, window[0]), window_weights(width, window[1])
+    pad = (-int(ow[0]), int(ow[-1]), -int(oh[0]), int(oh[-1]))
+    kh, kw = len(oh), len(ow)
+    k_win = F.unfold(F.pad(k, pad, mode="circular"), (kh, kw)).reshape(batch, channels, kh * kw, height * width)
+    v_win = F.unfold(F.pad(v, pad, mode="circular"), (kh, kw)).reshape(batch, channels, kh * kw, height * width)
+    log_w = torch.log(wh[:, None] * ww[None, :]).reshape(1, kh * kw, 1).to(q)
+    logits = torch.einsum("bcq,bckq->bkq", q.reshape(batch, channels, -1), k_win) / math.sqrt(channels) + log_w
+    a = torch.softmax(logits, dim=1)
+    return torch.einsum("bkq,bckq->bcq", a, v_win).reshape(batch, channels, height, width)
 
 
 def _conv(c_in: int, c_out: int, kernel: int, periodic: bool, stride: int = 1) -> nn.Conv2d:
@@ -72,16 +168,22 @@ def step_embedding(n: torch.Tensor, channels: int, dtype: torch.dtype) -> torch.
 
 
 class SelfAttention(nn.Module):
-    """Single-head self-attention over all positions; no positional code, so it commutes with translations."""
+    """Single-head self-attention over all positions (or a Window's); no positional code, so it commutes
+    with translations."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, window: Window):
         super().__init__()
-        self.norm = _group_norm(channels)
+        self.window = window
+        self.norm = _group_norm(channels, window)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = x.shape
+        window = self.window.at(height, width)
+        if window is not None:
+            q, k, v = self.qkv(self.norm(x)).chunk(3, dim=1)
+            return (x + self.proj(windowed_attention(q, k, v, window))) * SKIP_SCALE
         q, k, v = self.qkv(self.norm(x)).reshape(batch, 3, channels, height * width).unbind(1)
         a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         h = self.proj(a.transpose(1, 2).reshape(batch, channels, height, width))
@@ -92,17 +194,17 @@ class ResBlock(nn.Module):
     """GroupNorm–SiLU–conv residual block taking the step embedding, optionally followed by attention."""
 
     def __init__(self, c_in: int, c_out: int, emb_channels: int, dropout: float, film: bool,
-                 periodic: bool, attention: bool = False):
+                 periodic: bool, window: Window, attention: bool = False):
         super().__init__()
         self.film = film
-        self.norm0 = _group_norm(c_in)
+        self.norm0 = _group_norm(c_in, window)
         self.conv0 = _conv(c_in, c_out, 3, periodic)
         self.emb_proj = nn.Linear(emb_channels, 2 * c_out if film else c_out)
-        self.norm1 = _group_norm(c_out)
+        self.norm1 = _group_norm(c_out, window)
         self.dropout = nn.Dropout(dropout)
         self.conv1 = _conv(c_out, c_out, 3, periodic)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
-        self.attention = SelfAttention(c_out) if attention else None
+        self.attention = SelfAttention(c_out, window) if attention else None
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv0(F.silu(self.norm0(x)))
@@ -151,6 +253,7 @@ class UNet(nn.Module):
         self.out_channels = out_channels
         self.cond_channels = cond_channels
         self.periodic = periodic
+        self.window = Window()  # global by default; `set_window` bounds what GroupNorm and attention see
 
         base = config.base_channels
         emb_channels = config.emb_mult * base
@@ -159,7 +262,7 @@ class UNet(nn.Module):
         )
 
         def res_block(c_in: int, c_out: int, attention: bool) -> ResBlock:
-            return ResBlock(c_in, c_out, emb_channels, config.dropout, config.film, periodic, attention)
+            return ResBlock(c_in, c_out, emb_channels, config.dropout, config.film, periodic, self.window, attention)
 
         self.conv_in = _conv(in_channels + cond_channels, base, 3, periodic)
         self.down = nn.ModuleList()
@@ -187,9 +290,17 @@ class UNet(nn.Module):
             if level > 0:
                 self.up.append(Upsample(channels, periodic))
 
-        self.norm_out = _group_norm(channels)
+        self.norm_out = _group_norm(channels, self.window)
         self.conv_out = _conv(channels, out_channels, 3, periodic)
         self._init_weights()
+
+    def set_window(self, lattice: tuple[int, int] | None) -> None:
+        """Bound every GroupNorm's statistics and every attention to the periodic window of `lattice`
+        input pixels around each site (None: global, the default).  With the training lattice as the
+        window the network is unchanged at the training size and local on larger lattices."""
+        if lattice is not None and (len(lattice) != 2 or min(lattice) < 1):
+            raise ValueError(f"window must be (height, width) of at least one pixel, got {lattice}")
+        self.window.lattice = None if lattice is None else (int(lattice[0]), int(lattice[1]))
 
     def _init_weights(self) -> None:
         """Xavier-uniform weights and zero biases (NCSN++ default_init); residual branches end at zero."""
@@ -207,6 +318,7 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor, n: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Predict ε for images x (batch, C, H, W) at integer steps n (batch,)."""
         self._check_inputs(x, n, cond)
+        self.window.input = tuple(x.shape[-2:])
         if cond is not None:
             x = torch.cat([x, cond], dim=1)
         emb = self.emb_mlp(step_embedding(n, self.config.base_channels, x.dtype))

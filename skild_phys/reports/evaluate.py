@@ -63,13 +63,16 @@ class EvalSettings:
     spacing: str = "uniform"  # step placement: uniform in n, log-lambda or rho
     precision: str = "fp32"  # network arithmetic (skild_phys.networks.precision.accelerate)
     compile: bool = False
+    window: str = "global"  # GroupNorm and attention on a larger lattice (skild_phys.methods.skild.load_model)
 
     def params(self) -> dict:
         """The settings an evaluation records (the sampler's only where not the default)."""
         d = asdict(self)
-        for key in ("sampler", "eta", "spacing", "precision", "compile"):
+        for key in ("sampler", "eta", "spacing", "precision", "compile", "window"):
             d.pop(key)
         extra = {"precision": self.precision} if self.precision != "fp32" else {}
+        if self.window != "global":
+            extra["window"] = self.window
         return {**d, **choice_params(self.sampler, self.eta, self.spacing), **extra}
 
     def validate(self) -> None:
@@ -159,7 +162,7 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
 
     settings.validate()
     out = Path(out)
-    model = load_trained(run, device, settings.precision, settings.compile)
+    model = load_trained(run, device, settings.precision, settings.compile, settings.window)
     if model.config.data_kind == "image":
         raise InputError("evaluate measures lattice models; for image checkpoints use `superres` and `metrics`")
     truth_set = LatticeStore(truth)

@@ -121,6 +121,7 @@ def superres_lattices(out, model: TrainedModel, source: str, lowres: bool, facto
     attrs = {"mode": "superres", "source": str(source), "factor": factor, "checkpoint": checkpoint,
              "input": f"lowres-{lowres_start}" if lowres else "forward-marginal",
              **({"trained_L": model.config.transfer["trained_H"]} if model.config.transfer else {}),
+             **({"window": model.window} if model.config.transfer and model.window != "global" else {}),
              **({"cascade": cascade} if cascade else {})}
     run_sampler(out, model, start, n, attrs, steps, **options)
     return n, start.n_start
