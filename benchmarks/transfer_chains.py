@@ -36,6 +36,7 @@ SIZES = (1, 2, 4, 8, 16, 32, 48)
 # name: (samples, extra evaluate arguments)
 ROWS = {
     "heun-13": (64, ["--steps", "13", "--sampler", "heun", "--spacing", "log-lambda"]),
+    "ancestral-250": (32, ["--steps", "250"]),
     "ancestral-100": (64, ["--steps", "100"]),
     "ancestral-50": (64, ["--steps", "50"]),
     "ancestral-20": (128, ["--steps", "20"]),
@@ -44,7 +45,7 @@ ROWS = {
     "ancestral-20-window": (128, ["--steps", "20", "--window", "train"]),
 }
 # the evaluation directories of the rows (the first two predate this script's names)
-DIRS = {"heun-13": "direct", "ancestral-100": "direct_ancestral", "ancestral-50": "direct_ancestral50",
+DIRS = {"heun-13": "direct", "ancestral-250": "direct_ancestral250", "ancestral-100": "direct_ancestral", "ancestral-50": "direct_ancestral50",
         "ancestral-20": "direct_ancestral20", "ancestral-20-loglam": "direct_ancestral20_loglam",
         "ancestral-20-rho": "direct_ancestral20_rho",
         "ancestral-20-window": "direct_ancestral20_window"}

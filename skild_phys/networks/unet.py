@@ -72,7 +72,7 @@ class Window:
         return None if (height <= wh and width <= ww) else (wh, ww)
 
 
-def window_weights(size: int, window: int) -> torch.Tensor:
+def window_weights(size: int, window: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Weights over the offsets of a periodic window of `window` sites centred on a site, on an axis of `size`.
 
     Odd window: offsets −(w−1)/2 … (w−1)/2, weight 1.  Even window: offsets −w/2 … w/2 with half weight
