@@ -125,9 +125,8 @@ def against(args, rows, reference: str) -> str:
     import numpy as np
 
     from analysis.moments import MOMENT_NAMES
-    from analysis.observables import Source
-    from analysis.paired import paired_estimates
-    from ising.measure import open_source, paired_indices
+    from ising.measure import open_source, paired_with_reference
+    from skild_base.errors import InputError
     from skild_phys.reports.evaluate import DATASET_FILE, summary
 
     def store(name):
@@ -139,11 +138,6 @@ def against(args, rows, reference: str) -> str:
     ref_k4 = ref_ds.kappa4.sel(source="model/marginal", patch_size=list(SIZES)).values
     truth = open_source(args.truth)
     ref = open_source(store(reference))
-    ref_idx = paired_indices(truth, ref)
-    # the reference in the truth's place: its configurations, the truth's Monte Carlo blocks
-    base = Source(label=reference, configs=ref.configs, attrs=truth.attrs, path=str(store(reference)),
-                  project=ref.project)
-    beta = float(truth.attrs["beta"])
     mi = {m: i for i, m in enumerate(MOMENT_NAMES)}
     lines = [f"| row | NFE | κ4 difference % ℓ = {' / '.join(map(str, SIZES))} | max \\|diff\\|/σ | Δ⟨e⟩ | ΔU4 |",
              "|---" * 6 + "|"]
@@ -152,10 +146,12 @@ def against(args, rows, reference: str) -> str:
         if (rest and rest[0] != "marginal") or name == reference or not nc.is_file():
             continue
         src = open_source(store(name))
-        idx = paired_indices(truth, src)
-        if ref_idx is None or idx is None or not np.array_equal(idx, ref_idx):
+        try:
+            if src.n != ref.n:
+                raise InputError("different sample counts")
+            est = paired_with_reference(truth, ref, src, SIZES)
+        except InputError:
             raise SystemExit(f"{name} and {reference} did not super-resolve the same configurations of {args.truth}")
-        est = paired_estimates(base, src, np.arange(len(idx)), np.asarray(SIZES), beta)
         d, de = est["kappa4_paired"]
         rel, rel_e = d / ref_k4, np.abs(de / ref_k4)
         dm, dme = est["moments_paired"]

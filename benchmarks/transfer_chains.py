@@ -18,7 +18,6 @@ and noise stream. Two tables:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shlex
 import subprocess
 import sys
@@ -81,9 +80,7 @@ def truth_table(names) -> str:
 def against_table(names, reference: str) -> str:
     """row − reference on the configurations both super-resolved (the first min(n) of the truth)."""
     from analysis.moments import MOMENT_NAMES
-    from analysis.observables import Source
-    from analysis.paired import paired_estimates
-    from ising.measure import open_source, paired_indices
+    from ising.measure import open_source, paired_with_reference
     from skild_phys.reports.evaluate import DATASET_FILE
 
     def store(name):
@@ -95,8 +92,6 @@ def against_table(names, reference: str) -> str:
     # differences relative to the reference's κ4 (its evaluation, all its configurations)
     ref_k4 = xr.load_dataset(OUT / DIRS[reference] / DATASET_FILE).kappa4.sel(
         source="model/marginal", patch_size=list(SIZES)).values
-    ref_idx = paired_indices(truth, ref)
-    beta = float(truth.attrs["beta"])
     mi = {m: i for i, m in enumerate(MOMENT_NAMES)}
     lines = [f"| row − {reference} | n | κ4 difference %, ℓ = {' / '.join(map(str, SIZES))} | worst \\|diff\\|/σ | "
              "Δ⟨e⟩ | Δ⟨\\|m\\|⟩ | ΔU4 |", "|---" * 7 + "|"]
@@ -104,15 +99,8 @@ def against_table(names, reference: str) -> str:
         if name == reference or not (OUT / DIRS[name] / DATASET_FILE).is_file():
             continue  # not run, or not finished
         src = open_source(store(name))
-        idx = paired_indices(truth, src)
-        n = min(len(idx), len(ref_idx))
-        if not np.array_equal(idx[:n], ref_idx[:n]):
-            raise SystemExit(f"{name} and {reference} did not super-resolve the same configurations of {TRUTH}")
-        # the reference in the truth's place: its configurations, the truth's Monte Carlo blocks
-        base = Source(label=reference, configs=ref.configs[:n], attrs=truth.attrs, path=str(store(reference)),
-                      project=ref.project)
-        est = paired_estimates(base, dataclasses.replace(src, configs=src.configs[:n]), np.arange(n),
-                               np.asarray(SIZES), beta)
+        est = paired_with_reference(truth, ref, src, SIZES)
+        n = min(src.n, ref.n)
         d, de = est["kappa4_paired"]
         rel, rel_e = d / ref_k4, np.abs(de / ref_k4)
         dm, dme = est["moments_paired"]

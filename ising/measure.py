@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,22 @@ def _same(a, b) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+def paired_with_reference(truth: Source, ref: Source, src: Source, sizes, n: int | None = None) -> dict:
+    """Paired estimates of src − ref, two model stores made from the same truth configurations.
+
+    The reference stands in the truth's place: its configurations, the truth's Monte Carlo blocks
+    (`analysis.paired.paired_estimates`), over the first n configurations both hold (default: all
+    of the shorter). InputError where the two did not super-resolve the same truth configurations."""
+    ref_idx, idx = paired_indices(truth, ref), paired_indices(truth, src)
+    n = min(len(ref_idx), len(idx)) if n is None or ref_idx is None or idx is None else n
+    if ref_idx is None or idx is None or n > min(len(ref_idx), len(idx)) \
+            or not np.array_equal(idx[:n], ref_idx[:n]):
+        raise InputError(f"{src.path} and {ref.path} did not super-resolve the same configurations of {truth.path}")
+    base = replace(ref, configs=ref.configs[:n], attrs=truth.attrs)
+    return paired_estimates(base, replace(src, configs=src.configs[:n]), np.arange(n), np.asarray(sizes),
+                            float(truth.attrs["beta"]))
 
 
 def paired_indices(truth: Source, src: Source) -> np.ndarray | None:
