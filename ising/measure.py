@@ -147,9 +147,9 @@ def paired_with_reference(truth: Source, ref: Source, src: Source, sizes, n: int
     (`analysis.paired.paired_estimates`), over the first n configurations both hold (default: all
     of the shorter). InputError where the two did not super-resolve the same truth configurations."""
     ref_idx, idx = paired_indices(truth, ref), paired_indices(truth, src)
-    n = min(len(ref_idx), len(idx)) if n is None or ref_idx is None or idx is None else n
-    if ref_idx is None or idx is None or n > min(len(ref_idx), len(idx)) \
-            or not np.array_equal(idx[:n], ref_idx[:n]):
+    common = 0 if ref_idx is None or idx is None else min(len(ref_idx), len(idx))
+    n = common if n is None else n
+    if common == 0 or n > common or not np.array_equal(idx[:n], ref_idx[:n]):
         raise InputError(f"{src.path} and {ref.path} did not super-resolve the same configurations of {truth.path}")
     base = replace(ref, configs=ref.configs[:n], attrs=truth.attrs)
     return paired_estimates(base, replace(src, configs=src.configs[:n]), np.arange(n), np.asarray(sizes),

@@ -158,6 +158,16 @@ def test_cli_window_train_is_the_same_chain_at_the_training_size_and_recorded_on
     assert "window" not in stores[16, "train"].attrs and "window" not in stores[32, "global"].attrs
     assert stores[32, "train"].attrs["window"] == "train"
     assert np.abs(stores[32, "train"].field.values - stores[32, "global"].field.values).max() > 1e-6
+    # the two chains pair with each other through the truth they both came from
+    from ising.measure import open_source, paired_with_reference
+
+    truth, ref = open_source(data32), open_source(tmp_path / "w32global.zarr")
+    same = paired_with_reference(truth, ref, ref, [1, 2])
+    assert np.all(same["kappa4_paired"][0] == 0) and np.all(same["moments_paired"][0] == 0)
+    other = paired_with_reference(truth, ref, open_source(tmp_path / "w32train.zarr"), [1, 2])
+    assert np.all(np.isfinite(other["kappa4_paired"][1])) and np.all(np.isfinite(other["moments_paired"][0]))
+    with pytest.raises(InputError, match="same configurations"):
+        paired_with_reference(truth, ref, open_source(tmp_path / "w16global.zarr"), [1, 2])
 
 
 def test_transfer_refuses_what_it_cannot_carry():
