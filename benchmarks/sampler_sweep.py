@@ -146,12 +146,13 @@ def against(args, rows, reference: str) -> str:
         if (rest and rest[0] != "marginal") or name == reference or not nc.is_file():
             continue
         src = open_source(store(name))
+        mismatch = f"{name} and {reference} did not super-resolve the same configurations of {args.truth}"
+        if src.n != ref.n:
+            raise SystemExit(mismatch)
         try:
-            if src.n != ref.n:
-                raise InputError("different sample counts")
             est = paired_with_reference(truth, ref, src, SIZES)
         except InputError:
-            raise SystemExit(f"{name} and {reference} did not super-resolve the same configurations of {args.truth}")
+            raise SystemExit(mismatch) from None
         d, de = est["kappa4_paired"]
         rel, rel_e = d / ref_k4, np.abs(de / ref_k4)
         dm, dme = est["moments_paired"]

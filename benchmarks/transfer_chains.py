@@ -44,9 +44,9 @@ ROWS = {
     "ancestral-20-window": (128, ["--steps", "20", "--window", "train"]),
 }
 # the evaluation directories of the rows (the first two predate this script's names)
-DIRS = {"heun-13": "direct", "ancestral-250": "direct_ancestral250", "ancestral-100": "direct_ancestral", "ancestral-50": "direct_ancestral50",
-        "ancestral-20": "direct_ancestral20", "ancestral-20-loglam": "direct_ancestral20_loglam",
-        "ancestral-20-rho": "direct_ancestral20_rho",
+DIRS = {"heun-13": "direct", "ancestral-250": "direct_ancestral250", "ancestral-100": "direct_ancestral",
+        "ancestral-50": "direct_ancestral50", "ancestral-20": "direct_ancestral20",
+        "ancestral-20-loglam": "direct_ancestral20_loglam", "ancestral-20-rho": "direct_ancestral20_rho",
         "ancestral-20-window": "direct_ancestral20_window"}
 
 
