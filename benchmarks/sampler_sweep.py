@@ -49,7 +49,10 @@ ROWS = [
     ("ancestral-20-lowres", "ancestral", "uniform", 20, "lowres"),
     ("heun-loglam-13-lowres", "heun", "log-lambda", 13, "lowres"),
     # generation from noise (n = N), against the whole truth: --gen-samples configurations per row
+    ("ancestral-250-gen", "ancestral", "uniform", 250, "generate"),
     ("ancestral-100-gen", "ancestral", "uniform", 100, "generate"),
+    ("ancestral-50-gen", "ancestral", "uniform", 50, "generate"),
+    ("ancestral-20-gen", "ancestral", "uniform", 20, "generate"),
     ("ddim-loglam-20-gen", "ddim", "log-lambda", 20, "generate"),
     ("heun-loglam-13-gen", "heun", "log-lambda", 13, "generate"),
     ("heun-loglam-25-gen", "heun", "log-lambda", 25, "generate"),
@@ -58,6 +61,7 @@ ROWS = [
     ("ddim0.75-loglam-20-gen", "ddim", "log-lambda", 20, "generate", 0.75),
 ]
 SIZES = (1, 2, 4, 8, 12)
+GEN_SIZE = 4  # the patch size of the generation table's κ4 column
 
 
 def command(args, name, sampler, spacing, K, protocol="marginal", eta=None) -> list[str]:
@@ -76,6 +80,8 @@ def command(args, name, sampler, spacing, K, protocol="marginal", eta=None) -> l
 
 
 def table(args, rows) -> str:
+    import numpy as np
+
     from skild_phys.reports.evaluate import DATASET_FILE, summary
 
     lines = [f"| row | input | sampler | spacing | K | NFE | wall s | paired κ4 excess % ℓ = {' / '.join(map(str, SIZES))} "
@@ -102,23 +108,31 @@ def table(args, rows) -> str:
                      f"{s['d_e'][0]:+.4f} ± {s['d_e'][1]:.4f} | {s['d_binder'][0]:+.4f} ± {s['d_binder'][1]:.4f} |")
     if generated:
         lines += ["", "Generation from noise (n = N): value and deviation from the whole truth in σ of both errors.", "",
-                  "| row | sampler | spacing | K | NFE | wall s | n | U4 (σ) | ⟨\\|m\\|⟩ (σ) | ⟨e⟩ (σ) |", "|---" * 10 + "|"]
+                  "| row | sampler | spacing | K | NFE | wall s | n | U4 (σ) | ⟨\\|m\\|⟩ (σ) | ⟨e⟩ (σ) | C (σ) "
+                  f"| κ4(ℓ = {GEN_SIZE}) (σ) |", "|---" * 12 + "|"]
         for name, sampler, spacing, K in generated:
             nc = OUT / name / DATASET_FILE
             if not nc.is_file():
-                lines.append(f"| {name} | {sampler} | {spacing} | {K} | not run |" + " |" * 5)
+                lines.append(f"| {name} | {sampler} | {spacing} | {K} | not run |" + " |" * 7)
                 continue
-            s = summary(xr.load_dataset(nc))["generate"]
+            ds = xr.load_dataset(nc)
+            s = summary(ds)["generate"]
             cells = " | ".join(f"{s[m][0]:.4f} ({s[m][2]:+.1f}σ)" for m in ("binder", "abs_m", "e"))
+            cells += f" | {s['specific_heat'][0]:.3f} ({s['specific_heat'][2]:+.1f}σ)"
+            # κ4 of the generated ensemble against the whole truth's (row 0), errors combined
+            k = ds.kappa4.sel(patch_size=GEN_SIZE).values
+            ke = ds.kappa4_err.sel(patch_size=GEN_SIZE).values
+            g = list(ds.source.values).index("model/generate")
+            cells += f" | {k[g]:.4f} ({(k[g] - k[0]) / float(np.hypot(ke[g], ke[0])):+.1f}σ)"
             lines.append(f"| {name} | {sampler} | {spacing} | {K} | {s['nfe']} | {s['wall_s']:.0f} | {s['n']} | {cells} |")
     return "\n".join(lines + ["", "Commands:", ""] + cmds)
 
 
 def against(args, rows, reference: str) -> str:
-    """Every row paired with the reference row instead of the truth: same configurations, same start.
+    """Every row of the reference's input paired with the reference row instead of the truth.
 
-    Row and reference super-resolve the same truth configurations from the same forward-marginal
-    draw, so their difference is jackknifed over joint blocks (the truth's Monte Carlo blocks) and
+    Row and reference super-resolve the same truth configurations from the same start (the same
+    forward-marginal draw, or the same block means), so their difference is jackknifed over joint blocks (the truth's Monte Carlo blocks) and
     its error is the one that decides "the same answer": below either row's error against the
     truth.  κ4 difference relative to the reference's κ4; Δ⟨e⟩ and ΔU4 as differences.
     """
@@ -129,21 +143,32 @@ def against(args, rows, reference: str) -> str:
     from skild_base.errors import InputError
     from skild_phys.reports.evaluate import DATASET_FILE, summary
 
+    def protocol_of(row):
+        return row[4] if len(row) > 4 else "marginal"
+
+    by_name = {r[0]: r for r in ROWS}
+    if reference not in by_name:
+        raise SystemExit(f"unknown reference row {reference}")
+    protocol = protocol_of(by_name[reference])
+    if protocol == "generate":
+        raise SystemExit(f"{reference} generates from noise: there is nothing to pair it with")
+
     def store(name):
-        return OUT / name / "model_marginal.zarr"
+        return OUT / name / f"model_{protocol}.zarr"
 
     if not (OUT / reference / DATASET_FILE).is_file():
         raise SystemExit(f"reference row {reference} has not been run")
     ref_ds = xr.load_dataset(OUT / reference / DATASET_FILE)
-    ref_k4 = ref_ds.kappa4.sel(source="model/marginal", patch_size=list(SIZES)).values
+    ref_k4 = ref_ds.kappa4.sel(source=f"model/{protocol}", patch_size=list(SIZES)).values
     truth = open_source(args.truth)
     ref = open_source(store(reference))
     mi = {m: i for i, m in enumerate(MOMENT_NAMES)}
     lines = [f"| row | NFE | κ4 difference % ℓ = {' / '.join(map(str, SIZES))} | max \\|diff\\|/σ | Δ⟨e⟩ | ΔU4 |",
              "|---" * 6 + "|"]
-    for name, sampler, spacing, K, *rest in rows:
+    for row in rows:
+        name = row[0]
         nc = OUT / name / DATASET_FILE
-        if (rest and rest[0] != "marginal") or name == reference or not nc.is_file():
+        if protocol_of(row) != protocol or name == reference or not nc.is_file():
             continue
         src = open_source(store(name))
         mismatch = f"{name} and {reference} did not super-resolve the same configurations of {args.truth}"
@@ -156,7 +181,7 @@ def against(args, rows, reference: str) -> str:
         d, de = est["kappa4_paired"]
         rel, rel_e = d / ref_k4, np.abs(de / ref_k4)
         dm, dme = est["moments_paired"]
-        nfe = summary(xr.load_dataset(nc))["marginal"]["nfe"]
+        nfe = summary(xr.load_dataset(nc))[protocol]["nfe"]
         lines.append(f"| {name} | {nfe} | " + " / ".join(f"{100 * v:+.1f}" for v in rel)
                      + f" (±{100 * rel_e.max():.1f}) | {np.max(np.abs(rel) / rel_e):.1f} | "
                      f"{dm[mi['e']]:+.4f} ± {dme[mi['e']]:.4f} | {dm[mi['binder']]:+.4f} ± {dme[mi['binder']]:.4f} |")
