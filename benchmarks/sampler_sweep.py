@@ -48,6 +48,7 @@ ROWS = [
     ("ancestral-100-lowres", "ancestral", "uniform", 100, "lowres"),
     ("ancestral-20-lowres", "ancestral", "uniform", 20, "lowres"),
     ("heun-loglam-13-lowres", "heun", "log-lambda", 13, "lowres"),
+    ("heun-loglam-50-lowres", "heun", "log-lambda", 50, "lowres"),
     # generation from noise (n = N), against the whole truth: --gen-samples configurations per row
     ("ancestral-250-gen", "ancestral", "uniform", 250, "generate"),
     ("ancestral-100-gen", "ancestral", "uniform", 100, "generate"),

@@ -224,7 +224,9 @@ def _chain_options(f):
 @click.option("--samples", type=int, default=64, help="Configurations to generate.")
 @click.option("--out", type=click.Path(), required=True,
               help="Output Zarr store (lattice models) or directory of PNGs and a grid (image models).")
-@click.option("--steps", type=int, default=None, help="Reverse steps K (< N uses the exact respaced chain) [default: N].")
+@click.option("--steps", type=int, default=100,
+              help="Reverse steps K from n = N (the exact respaced chain); K >= N runs the full chain "
+                   "(docs/results/samplers.md).")
 @_chain_options
 @writes("out")
 def generate(run, samples, out, steps, seed, batch, variance, keep_field, sampler, eta, spacing, precision,
@@ -269,7 +271,8 @@ def generate(run, samples, out, steps, seed, batch, variance, keep_field, sample
 @click.option("--lowres-start", default="conditional", type=click.Choice(["conditional", "embed"]),
               help="Lattice --lowres: draw the clean state from its Gaussian conditional given the block means "
                    "under the checkpoint's S0 (any basis), or place the coarse DCT coefficients in the low modes.")
-@click.option("--steps", type=int, default=None, help="Reverse steps K from n0 [default: n0] (each stage of a cascade).")
+@click.option("--steps", type=int, default=100,
+              help="Reverse steps K from n0, each stage of a cascade; K >= n0 runs the full chain (docs/results/samplers.md).")
 @click.option("--cascade", is_flag=True,
               help="Lattice --lowres: climb the repeated --factor one at a time (--factor 4 --factor 4: 8 -> 32 -> "
                    "128), each stage's output the next one's coarse input, stage j with seed + j; the stages "
