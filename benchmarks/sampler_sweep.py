@@ -22,7 +22,7 @@ from pathlib import Path
 import xarray as xr
 
 OUT = Path("runs/sampler_sweep")
-# (name, sampler, spacing, K[, protocol[, eta]]): the full ancestral chain from n0 is the reference
+# (name, sampler, spacing, K[, protocol[, eta[, variance]]]): the full ancestral chain from n0 is the reference
 ROWS = [
     ("ancestral-full", "ancestral", "uniform", None),
     ("ancestral-250", "ancestral", "uniform", 250),
@@ -60,16 +60,23 @@ ROWS = [
     ("ddim0.25-loglam-20-gen", "ddim", "log-lambda", 20, "generate", 0.25),
     ("ddim0.5-loglam-20-gen", "ddim", "log-lambda", 20, "generate", 0.5),
     ("ddim0.75-loglam-20-gen", "ddim", "log-lambda", 20, "generate", 0.75),
+    # the ancestral chain with the posterior variance down to n0 and the forward one from n0
+    ("split-100-gen", "ancestral", "uniform", 100, "generate", None, "split"),
+    ("split-50-gen", "ancestral", "uniform", 50, "generate", None, "split"),
+    ("split-20-gen", "ancestral", "uniform", 20, "generate", None, "split"),
+    ("split-10-gen", "ancestral", "uniform", 10, "generate", None, "split"),
+    ("forward-50-gen", "ancestral", "uniform", 50, "generate", None, "forward"),
+    ("forward-20-gen", "ancestral", "uniform", 20, "generate", None, "forward"),
 ]
 SIZES = (1, 2, 4, 8, 12)
 GEN_SIZE = 4  # the patch size of the generation table's κ4 column
 
 
-def command(args, name, sampler, spacing, K, protocol="marginal", eta=None) -> list[str]:
+def command(args, name, sampler, spacing, K, protocol="marginal", eta=None, variance=None) -> list[str]:
     generated = str(args.gen_samples) if protocol == "generate" else "0"
-    # the reverse-step noise of the ancestral chain: the checkpoint's own default unless told
-    # (forward for super-resolution, posterior for generation: skild_phys.methods.default_variance)
-    variance = args.variance or ("posterior" if protocol == "generate" else "forward")
+    # the reverse-step noise of the ancestral chain: the row's, else the checkpoint's own default unless
+    # told (forward for super-resolution, posterior for generation: skild_phys.methods.default_variance)
+    variance = variance or args.variance or ("posterior" if protocol == "generate" else "forward")
     cmd = ["skild-phys", "evaluate", "--checkpoint", args.checkpoint, "--truth", args.truth,
            "--samples", str(args.samples), "--gen-samples", generated,
            "--protocol", protocol, "--baseline", "none", "--seed", "1", "--variance", variance,
@@ -91,8 +98,10 @@ def table(args, rows) -> str:
     for name, sampler, spacing, K, *rest in rows:
         protocol = rest[0] if rest else "marginal"
         cmds.append(f"- `{name}`: `{shlex.join(command(args, name, sampler, spacing, K, *rest))}`")
-        if len(rest) > 1:
+        if len(rest) > 1 and rest[1] is not None:
             sampler = f"{sampler} η = {rest[1]:g}"
+        if len(rest) > 2:
+            sampler = f"{sampler} ({rest[2]} variance)"
         if protocol == "generate":
             generated.append((name, sampler, spacing, K))
             continue
@@ -235,7 +244,7 @@ def main() -> None:
                     help="Held-out truth (the shipped checkpoint's: simulate --L 32 --samples 2000 --seed 1001).")
     ap.add_argument("--samples", type=int, default=1000, help="Super-resolved configurations per row.")
     ap.add_argument("--gen-samples", type=int, default=250, help="Generated configurations per generation row.")
-    ap.add_argument("--variance", choices=("forward", "posterior"), default=None,
+    ap.add_argument("--variance", choices=("forward", "posterior", "split"), default=None,
                     help="Reverse-step noise of the ancestral rows [default: the checkpoint's own, forward for "
                          "super-resolution and posterior for generation].")
     ap.add_argument("--dir", default="runs/sampler_sweep", help="Where the rows' evaluations go.")

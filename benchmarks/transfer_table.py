@@ -9,7 +9,8 @@ its deviation from the truth's, paired Δ⟨e⟩ and ΔU4, and the largest paire
 
 from __future__ import annotations
 
-import sys
+import argparse
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -62,4 +63,10 @@ def table(path) -> str:
 
 
 if __name__ == "__main__":
-    print(table(sys.argv[1] if len(sys.argv) > 1 else "runs/transfer_L128/kappa4.nc"))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("dataset", nargs="?", default="runs/transfer_L128/kappa4.nc",
+                        help="correlators Dataset of the transfer workflow [default: %(default)s]")
+    args = parser.parse_args()
+    if not Path(args.dataset).is_file():
+        parser.exit(2, f"{args.dataset}: no such file (run `skild-phys run workflows/transfer_L128.toml` first)\n")
+    print(table(args.dataset))

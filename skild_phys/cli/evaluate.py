@@ -31,9 +31,10 @@ from skild_phys.cli.model import _device, _sampler_options, _set_threads, _speed
                    "S0, or its DCT coefficients placed in the low modes (DCT checkpoints only).")
 @click.option("--seed", type=int, default=0, help="Base seed of every chain (sample i: seed derived from (seed, i)).")
 @click.option("--batch", type=int, default=50, help="Samples per batch (results do not depend on it).")
-@click.option("--variance", default=None, type=click.Choice(["posterior", "forward"]),
-              help="Reverse-step noise: q(X_m | X_n, X_0)'s (the paper's) or the forward step's β (exact for "
-                   "Gaussian data at any step count) [default: forward for SKILD "
+@click.option("--variance", default=None, type=click.Choice(["posterior", "forward", "split"]),
+              help="Reverse-step noise: q(X_m | X_n, X_0)'s (the paper's), the forward step's β (exact for "
+                   "Gaussian data at any step count), or split: posterior above the checkpoint's "
+                   "super-resolution start n0, forward from n0 down (SKILD) [default: forward for SKILD "
                    "super-resolution, posterior for generation and SR3].")
 @click.option("--spectrum-basis", default="fourier", type=click.Choice(["fourier", "dct"]),
               help="Basis of the spectrum ratio (fourier: the torus structure factor).")

@@ -204,10 +204,12 @@ def _chain_options(f):
     """The options generate and superres share: seeds, batches, the sampler, the network's speed, output."""
     options = [click.option("--seed", type=int, default=0, help="Base seed; sample i uses a seed derived from (seed, i)."),
                click.option("--batch", type=int, default=16, help="Samples per batch (results do not depend on it)."),
-               click.option("--variance", default=None, type=click.Choice(["posterior", "forward"]),
-                            help="Reverse-step noise: q(X_m | X_n, X_0)'s (the paper's) or the forward step's β "
-                                 "(exact for Gaussian data at any step count) [default: forward for SKILD lattice "
-                                 "super-resolution, posterior for generation, images and SR3]."),
+               click.option("--variance", default=None, type=click.Choice(["posterior", "forward", "split"]),
+                            help="Reverse-step noise: q(X_m | X_n, X_0)'s (the paper's), the forward step's β "
+                                 "(exact for Gaussian data at any step count), or split: posterior above the "
+                                 "checkpoint's super-resolution start n0, forward from n0 down (SKILD) "
+                                 "[default: forward for SKILD lattice super-resolution, posterior for "
+                                 "generation, images and SR3]."),
                click.option("--keep-field", is_flag=True, help="Also store the raw continuous field."),
                _sampler_options, _speed_options, _window,
                click.option("--overwrite", is_flag=True,
@@ -232,12 +234,12 @@ def _chain_options(f):
 def generate(run, samples, out, steps, seed, batch, variance, keep_field, sampler, eta, spacing, precision,
              compile_net, window, overwrite, quiet, device, threads):
     """Generate configurations from noise (reverse chain from n = N)."""
-    from skild_phys.methods import default_variance, load_trained
+    from skild_phys.methods import load_trained, resolve_variance
     from skild_phys.sampling.lattice import generate_lattices
 
     _set_threads(threads)
     model = load_trained(run, device, precision, compile_net, window)
-    variance = variance or default_variance(model.config, generate=True)
+    variance = resolve_variance(model, variance, generate=True)
     if model.config.data_kind == "image":
         from skild_phys.sampling.images import generate_images
 
@@ -287,14 +289,14 @@ def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, steps, ca
     several factors in turn.
     """
     from skild_base.errors import InputError
-    from skild_phys.methods import default_variance, load_trained
+    from skild_phys.methods import load_trained, resolve_variance
     from skild_phys.sampling.lattice import cascade_lattices, superres_lattices
 
     if (hr is None) == (lr is None):
         raise InputError("give exactly one of --data (high-resolution store) or --lowres (coarse store)")
     _set_threads(threads)
     model = load_trained(run, device, precision, compile_net, window)
-    variance = variance or default_variance(model.config)
+    variance = resolve_variance(model, variance)
     if model.config.data_kind == "image":
         if cascade:
             raise InputError("--cascade is for lattice checkpoints; image models take several --factor at once")

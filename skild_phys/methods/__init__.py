@@ -68,6 +68,23 @@ def default_variance(config, generate: bool = False) -> str:
     return "forward" if lattice_skild and not generate else "posterior"
 
 
+VARIANCES = ("posterior", "forward", "split")
+
+
+def resolve_variance(model, variance: str | None, generate: bool = False) -> str:
+    """The reverse-step noise a chain of `model` runs with: `variance`, or the default; "split"
+    becomes "split:n0", the posterior variance above the checkpoint's super-resolution start n0
+    (its training factor) and the forward one from n0 down (`process.diffusion.reverse_chain`)."""
+    from skild_phys.methods.starts import start_step_for_factor
+
+    variance = variance or default_variance(model.config, generate=generate)
+    if variance != "split":
+        return variance
+    if model.config.model != "skild":
+        raise InputError(f"--variance split needs a SKILD checkpoint (this one is {model.config.model})")
+    return f"split:{start_step_for_factor(model, model.config.factor)}"
+
+
 def superres_start_for(model, dataset, factor: float, lowres: bool, lowres_start: str = "conditional"):
     """The super-resolution start of the model's method (lowres_start: how SKILD embeds a real coarse input)."""
     return get_method(model.config.model).superres_start(model, dataset, factor, lowres, lowres_start)

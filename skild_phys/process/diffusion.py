@@ -165,6 +165,19 @@ def gaussian_denoiser(process: Process) -> Denoiser:
     return eps_hat
 
 
+def forward_from_step(variance: str, N: int) -> int:
+    """The largest step n whose reverse step takes the forward variance: N for "forward", -1 for
+    "posterior", S for "split:S" (0 <= S <= N); one sentence for anything else."""
+    if variance == "forward":
+        return N
+    if variance == "posterior":
+        return -1
+    kind, _, value = variance.partition(":")
+    if kind == "split" and value.isdigit() and int(value) <= N:
+        return int(value)
+    raise ValueError(f"variance must be 'posterior', 'forward' or 'split:S' with 0 <= S <= {N}, got {variance!r}")
+
+
 def reverse_chain(process: Process, eps_hat: Denoiser, X_start: torch.Tensor, steps: Sequence[int],
                   generator, variance: str = "posterior", progress: Callable | None = None) -> torch.Tensor:
     """Ancestral sampling from X_start at steps[0] down the decreasing steps to steps[-1] = 0.
@@ -175,10 +188,12 @@ def reverse_chain(process: Process, eps_hat: Denoiser, X_start: torch.Tensor, st
     zero on the last step (m = 0); variance="forward" adds S0 β on every step, the exact
     reverse kernel for Gaussian data: with the posterior-mean denoiser it keeps Var X = S0
     for any respacing, while "posterior" loses variance at high k when steps are few
-    (the two DDPM choices σ² = β̃, β of Ho et al. 2020 §3.2).
+    (the two DDPM choices σ² = β̃, β of Ho et al. 2020 §3.2).  variance="split:S" takes the
+    posterior variance on the steps from n > S and the forward one from n <= S: a generation
+    chain as the coarse chain down to S followed by the super-resolution chain from S = n0
+    (docs/results/samplers.md, "Generation from noise").
     """
-    if variance not in ("posterior", "forward"):
-        raise ValueError(f"variance must be 'posterior' or 'forward', got {variance!r}")
+    forward_from = forward_from_step(variance, process.N)
     steps = [int(s) for s in steps]
     if steps[-1] != 0 or any(a <= b for a, b in zip(steps, steps[1:])) or steps[0] > process.N:
         raise ValueError(f"steps must decrease strictly from at most N = {process.N} to 0")
@@ -191,9 +206,10 @@ def reverse_chain(process: Process, eps_hat: Denoiser, X_start: torch.Tensor, st
         # Algorithm: X̂_0 from ε̂, then the Gaussian posterior q(X_m | X_n, X̂_0).
         X0_hat = process.x0_hat(X, eps_k, n)
         C1, C2, var = process.posterior_coefficients(m, n)
-        if variance == "forward":
+        forward = n <= forward_from
+        if forward:
             var = process.S0 * -torch.expm1(process.log_alpha_bar(n) - process.log_alpha_bar(m))
         X = C1.to(X) * X0_hat + C2.to(X) * X
-        if variance == "forward" or m > 0:  # the posterior variance vanishes on the final step
+        if forward or m > 0:  # the posterior variance vanishes on the final step
             X = X + torch.sqrt(var).to(X) * randn(X.shape, generator, dtype=X.dtype, device=X.device)
     return X

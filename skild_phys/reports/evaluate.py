@@ -155,7 +155,7 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
     from ising.coarsen import coarsen_store
     from ising.measure import correlators
     from skild_phys.data.adapters import LatticeStore
-    from skild_phys.methods import at_data_size, default_variance, load_trained, superres_start_for
+    from skild_phys.methods import at_data_size, load_trained, resolve_variance, superres_start_for
     from skild_phys.methods.starts import generation_start
     from skild_phys.sampling.driver import chain_steps_for
     from skild_phys.sampling.lattice import run_sampler
@@ -219,7 +219,7 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
         t0 = time.perf_counter()
         existing = store.read_attrs(src.store)
         run_sampler(src.store, sampler, start, n, attrs, settings.steps, seed=settings.seed, batch=settings.batch,
-                    variance=settings.variance or default_variance(model.config, generate=src.protocol == "generate"),
+                    variance=resolve_variance(model, settings.variance, generate=src.protocol == "generate"),
                     keep_field=settings.keep_field, progress=progress,
                     log=log, sampler=settings.sampler, eta=settings.eta, spacing=settings.spacing)
         if done is not None and existing is not None and existing.get("complete"):
