@@ -102,6 +102,8 @@ def table(args, rows) -> str:
             sampler = f"{sampler} η = {rest[1]:g}"
         if len(rest) > 2:
             sampler = f"{sampler} ({rest[2]} variance)"
+        elif sampler == "ancestral" and protocol == "generate":
+            sampler = f"{sampler} ({args.variance or 'posterior'} variance)"
         if protocol == "generate":
             generated.append((name, sampler, spacing, K))
             continue

@@ -302,10 +302,17 @@ def test_memory_bound_caps_the_batch_and_changes_no_sample(tiny_run16, tmp_path)
 
 
 def test_cli_variance_defaults_per_chain_start(tmp_path, tiny_run16):
-    """A SKILD lattice checkpoint super-resolves with the forward variance and generates with the posterior
-    one unless told (methods.default_variance); the store records which ran."""
+    """A SKILD lattice checkpoint super-resolves with the forward variance and generates with split (the
+    posterior variance above its n0, the forward one from n0) unless told (methods.default_variance); the
+    store records which ran, split with its switch step."""
+    from skild_phys.methods import load_trained
+    from skild_phys.methods.starts import start_step_for_factor
+
     run, data = tiny_run16
     assert json.loads((run / "config.json").read_text())["train"]["ema_decay"] == 0.99  # train's lattice default
+    model = load_trained(run, device="cpu")
+    n0 = start_step_for_factor(model, model.config.factor)
+    assert 0 < n0 < model.process.N
 
     def spins(command, name, *extra):
         args = [command, "--checkpoint", str(run), "--samples", "3", "--steps", "5", "--seed", "2",
@@ -317,21 +324,14 @@ def test_cli_variance_defaults_per_chain_start(tmp_path, tiny_run16):
         ds = xr.open_zarr(tmp_path / name)
         return ds.attrs["variance"], ds.spins.values
 
-    for command, default, other in (("superres", "forward", "posterior"), ("generate", "posterior", "forward")):
+    for command, default, recorded, others in (("superres", "forward", "forward", ("posterior",)),
+                                               ("generate", "split", f"split:{n0}", ("posterior", "forward"))):
         variance, by_default = spins(command, f"{command}.zarr")
-        assert variance == default
+        assert variance == recorded
         assert (spins(command, f"{command}-{default}.zarr", "--variance", default)[1] == by_default).all()
-        variance, changed = spins(command, f"{command}-{other}.zarr", "--variance", other)
-        assert variance == other and (changed != by_default).any()
-    # split: posterior above the checkpoint's n0, forward from it; super-resolution starts at n0
-    from skild_phys.methods import load_trained
-    from skild_phys.methods.starts import start_step_for_factor
-
-    model = load_trained(run, device="cpu")
-    n0 = start_step_for_factor(model, model.config.factor)
+        for other in others:
+            variance, changed = spins(command, f"{command}-{other}.zarr", "--variance", other)
+            assert variance == other and (changed != by_default).any()
+    # super-resolution starts at n0, so split is the forward chain there
     variance, split_sr = spins("superres", "superres-split.zarr", "--variance", "split")
-    assert variance == f"split:{n0}"
-    assert (split_sr == spins("superres", "sr-forward.zarr", "--variance", "forward")[1]).all()
-    variance, split_gen = spins("generate", "generate-split.zarr", "--variance", "split")
-    assert variance == f"split:{n0}" and 0 < n0 < model.process.N
-    assert (split_gen != spins("generate", "generate-posterior.zarr", "--variance", "posterior")[1]).any()
+    assert variance == f"split:{n0}" and (split_sr == spins("superres", "superres.zarr")[1]).all()
