@@ -26,9 +26,10 @@ from skild_phys.cli.model import _device, _sampler_options, _set_threads, _speed
                    "checkpoint's S0), untrained (the architecture at initialisation) [default: both].")
 @click.option("--lowres-rule", default="mean", type=click.Choice(["mean", "majority"]),
               help="Coarse input of the lowres protocol: block mean or majority block spin.")
-@click.option("--lowres-start", default="conditional", type=click.Choice(["conditional", "embed"]),
+@click.option("--lowres-start", default="conditional", type=click.Choice(["conditional", "spread", "embed"]),
               help="How the coarse input becomes a clean state: Gaussian conditioning on the block means under "
-                   "S0, or its DCT coefficients placed in the low modes (DCT checkpoints only).")
+                   "S0; spread: the same, with ±1 block spins observed as block means of size E|block mean| "
+                   "with S0's spread around it; or its DCT coefficients placed in the low modes (DCT only).")
 @click.option("--seed", type=int, default=0, help="Base seed of every chain (sample i: seed derived from (seed, i)).")
 @click.option("--batch", type=int, default=50, help="Samples per batch (results do not depend on it).")
 @click.option("--variance", default=None, type=click.Choice(["posterior", "forward", "split"]),

@@ -270,9 +270,11 @@ def generate(run, samples, out, steps, seed, batch, variance, keep_field, sample
 @click.option("--out", type=click.Path(), required=True,
               help="Output Zarr store (lattice models) or directory with one folder per factor (image models).")
 @click.option("--samples", type=int, default=None, help="Use only the first N inputs [default: all].")
-@click.option("--lowres-start", default="conditional", type=click.Choice(["conditional", "embed"]),
+@click.option("--lowres-start", default="conditional", type=click.Choice(["conditional", "spread", "embed"]),
               help="Lattice --lowres: draw the clean state from its Gaussian conditional given the block means "
-                   "under the checkpoint's S0 (any basis), or place the coarse DCT coefficients in the low modes.")
+                   "under the checkpoint's S0 (any basis); spread: the same, with ±1 block spins observed as "
+                   "block means of size E|block mean| with S0's spread around it; embed: place the coarse DCT "
+                   "coefficients in the low modes.")
 @click.option("--steps", type=int, default=100,
               help="Reverse steps K from n0, each stage of a cascade; K >= n0 runs the full chain (docs/results/samplers.md).")
 @click.option("--cascade", is_flag=True,

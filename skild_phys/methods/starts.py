@@ -18,6 +18,7 @@ from skild_phys.methods.skild import TrainedModel
 from skild_phys.process.basis import Basis, embed_low_modes
 from skild_phys.process.diffusion import randn
 from skild_phys.process.lowres import BlockMeanConditional
+from skild_phys.process.transfer import transferred_process
 
 
 @dataclass
@@ -62,7 +63,21 @@ def start_step_for_factor(model: TrainedModel, factor: float) -> int:
         raise InputError(f"factor {factor:g} is not reachable with this checkpoint: {err}") from None
 
 
-LOWRES_STARTS = ("conditional", "embed")
+LOWRES_STARTS = ("conditional", "spread", "embed")
+
+
+def block_spin_spread(model: TrainedModel, f: int, scale: float) -> float:
+    """Variance of an f×f block mean around its typical size, E[bm²] − E|bm|², for ±1 block spins.
+
+    E|bm| is the training data's (`scale`); E[bm²] is what the checkpoint's S0 gives the block mean
+    on the training lattice (the diagonal of G), where S0 is the data's own spectrum: a local
+    quantity, taken there also for a checkpoint carried to a larger lattice, whose carried S0 has
+    no measured power below the training lattice's lowest wavenumber."""
+    p = model.process
+    transfer = getattr(model.config, "transfer", None)
+    if transfer:
+        p = transferred_process(p, transfer["trained_H"], transfer["trained_W"])
+    return max(BlockMeanConditional(p.basis, p.S0.cpu(), f).mean_square - scale**2, 0.0)
 
 
 def superres_start(model: TrainedModel, dataset, factor: float, lowres: bool,
@@ -72,7 +87,9 @@ def superres_start(model: TrainedModel, dataset, factor: float, lowres: bool,
     A real low-resolution input (block means; ±1 block spins stand for block means of the
     training data's typical size E|block mean|) becomes a clean state either by Gaussian
     conditioning on the block means under the process's S0 ("conditional", any basis, see
-    skild_phys.process.lowres) or by placing its DCT coefficients in the low modes ("embed", DCT only).
+    skild_phys.process.lowres), the same with ±1 block spins observed with the spread
+    E[bm²] − E|bm|² that S0 gives a block mean around its typical size ("spread"; block means
+    are conditioned on exactly), or by placing its DCT coefficients in the low modes ("embed", DCT only).
     """
     H = model.config.H
     n0 = start_step_for_factor(model, factor)
@@ -108,10 +125,16 @@ def superres_start(model: TrainedModel, dataset, factor: float, lowres: bool,
                 return embed_low_modes(lr_basis.forward(scale * y), H, model.config.W)
         else:
             conditional = BlockMeanConditional(p.basis, p.S0.cpu(), int(round(factor)))
+            if lowres_start == "spread" and dataset.kind == "spins":
+                conditional = BlockMeanConditional(p.basis, p.S0.cpu(), int(round(factor)),
+                                                   noise_var=block_spin_spread(model, int(round(factor)), scale))
 
             def to_modes(y, gens):
                 z = randn((len(y), 1, H, model.config.W), gens, dtype=torch.float64, device=model.device)
-                return conditional.sample(scale * y, z)
+                z_obs = None
+                if conditional.noise_var > 0:
+                    z_obs = randn(tuple(y.shape), gens, dtype=torch.float64, device=model.device)
+                return conditional.sample(scale * y, z, z_obs)
 
     def clean_modes(idx, gens):
         x = torch.from_numpy(dataset.get(idx)).to(device=model.device, dtype=torch.float64)

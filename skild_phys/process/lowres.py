@@ -12,6 +12,10 @@ the forward marginal of that draw at n0, as for the paper protocol.
 
 Unlike placing the coarse coefficients in the low modes, this works in any basis (DCT or
 periodic Fourier) and leaves no mode with less variance than the process expects.
+
+A ±1 block spin says which way a block points, not how strongly.  Observed with noise,
+y = M X_0 + ν with ν ~ N(0, σ² I), the same rule conditions on y only as far as σ allows:
+X = X* + S0 ⊙ Mᵀ (G + σ² I)⁻¹ (y − M X* − ν*), ν* ~ N(0, σ² I).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ def block_mean_matrix(H: int, f: int) -> np.ndarray:
 class BlockMeanConditional:
     """Exact draws of X_0 ~ N(0, S0) conditioned on its f×f block means, in the basis of `basis`."""
 
-    def __init__(self, basis: Basis, S0: torch.Tensor, f: int):
+    def __init__(self, basis: Basis, S0: torch.Tensor, f: int, noise_var: float = 0.0):
         S0 = torch.as_tensor(S0, dtype=torch.float64)
         if S0.ndim == 3:
             if S0.shape[0] != 1:
@@ -48,19 +52,29 @@ class BlockMeanConditional:
         # G[(a, b), (c, d)] = sum_uv M_H[a, u] M_W[b, v] S0[u, v] M_H[c, u] M_W[d, v], in two contractions
         P = torch.einsum("au,cu,uv->acv", self.M_H, self.M_H, S0)
         G = torch.einsum("acv,bv,dv->abcd", P, self.M_W, self.M_W).reshape(h * w, h * w)
-        self.chol = torch.linalg.cholesky(G)
+        if not noise_var >= 0:
+            raise ValueError(f"observation noise variance must be >= 0, got {noise_var}")
+        self.noise_var = float(noise_var)
+        self.mean_square = float(torch.diagonal(G).mean())  # E[block mean²] under N(0, S0)
+        self.chol = torch.linalg.cholesky(G + self.noise_var * torch.eye(h * w, dtype=G.dtype))
         self.shape_lr = (h, w)
 
     def observe(self, X: torch.Tensor) -> torch.Tensor:
         """Block means of the field with coefficients X (..., H, W) -> (..., h, w)."""
         return self.M_H.to(X) @ X @ self.M_W.to(X).T
 
-    def sample(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """X_0 given block means y (B, 1, h, w), from standard normal z (B, 1, H, W): Matheron's rule."""
+    def sample(self, y: torch.Tensor, z: torch.Tensor, z_obs: torch.Tensor | None = None) -> torch.Tensor:
+        """X_0 given block means y (B, 1, h, w), from standard normal z (B, 1, H, W): Matheron's rule.
+        With observation noise, z_obs (B, 1, h, w) standard normal draws the noise of the prior sample."""
         if tuple(y.shape[-2:]) != self.shape_lr:
             raise ValueError(f"block means of shape {tuple(y.shape[-2:])}, expected {self.shape_lr}")
         S0 = self.S0.to(z)
         X_star = torch.sqrt(S0) * z
-        r = (y.to(z) - self.observe(X_star)).reshape(*y.shape[:-2], -1, 1)
+        observed = self.observe(X_star)
+        if self.noise_var > 0:
+            if z_obs is None or tuple(z_obs.shape) != tuple(y.shape):
+                raise ValueError("a noisy observation needs z_obs of the block means' shape")
+            observed = observed + self.noise_var ** 0.5 * z_obs.to(z)
+        r = (y.to(z) - observed).reshape(*y.shape[:-2], -1, 1)
         coef = torch.cholesky_solve(r, self.chol.to(z)).reshape(y.shape)
         return X_star + S0 * (self.M_H.to(z).T @ coef @ self.M_W.to(z))
