@@ -72,9 +72,6 @@ def default_variance(config, generate: bool = False) -> str:
     return "split" if generate else "forward"
 
 
-VARIANCES = ("posterior", "forward", "split")
-
-
 def resolve_variance(model, variance: str | None, generate: bool = False) -> str:
     """The reverse-step noise a chain of `model` runs with: `variance`, or the default; "split"
     becomes "split:n0", the posterior variance above the checkpoint's super-resolution start n0

@@ -124,10 +124,10 @@ def superres_start(model: TrainedModel, dataset, factor: float, lowres: bool,
             def to_modes(y, gens):
                 return embed_low_modes(lr_basis.forward(scale * y), H, model.config.W)
         else:
-            conditional = BlockMeanConditional(p.basis, p.S0.cpu(), int(round(factor)))
-            if lowres_start == "spread" and dataset.kind == "spins":
-                conditional = BlockMeanConditional(p.basis, p.S0.cpu(), int(round(factor)),
-                                                   noise_var=block_spin_spread(model, int(round(factor)), scale))
+            f = int(round(factor))
+            spread = lowres_start == "spread" and dataset.kind == "spins"
+            conditional = BlockMeanConditional(p.basis, p.S0.cpu(), f,
+                                               noise_var=block_spin_spread(model, f, scale) if spread else 0.0)
 
             def to_modes(y, gens):
                 z = randn((len(y), 1, H, model.config.W), gens, dtype=torch.float64, device=model.device)
