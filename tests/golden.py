@@ -174,7 +174,7 @@ def compute(workdir: Path) -> dict[str, str]:
     _cli(["superres", "--checkpoint", str(w / "sr3"), "--data", str(w / "truth.zarr"), "--factor", "4",
           "--samples", "4", "--steps", "4", "--batch", "4", "--seed", "5", "--out", str(w / "sr3.zarr"), *common])
     _cli(["generate", "--checkpoint", str(w / "skild"), "--samples", "4", "--steps", "6", "--batch", "3",
-          "--seed", "9", "--variance", "posterior", "--out", str(w / "generated.zarr"), *common])
+          "--seed", "9", "--out", str(w / "generated.zarr"), *common])
     _cli(["correlators", str(w / "truth.zarr"), str(w / "sr_marginal.zarr"), "--label", "truth",
           "--label", "model", "--threads", "1", "--out", str(w / "correlators.nc")])
     images = _image_folder(w / "images")

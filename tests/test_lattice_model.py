@@ -43,4 +43,4 @@ def test_shipped_checkpoint_is_trains_lattice_default():
     assert (config.data_kind, config.H, config.factor, config.model) == ("spins", 32, 4, "skild")
     assert (config.basis, config.spectrum["mode"]) == (defaults["basis"], defaults["spectrum"])
     assert config.train["lr_decay"] == defaults["lr_decay"] and config.train["ema_decay"] == defaults["ema_decay"]
-    assert default_variance(config) == "forward" and default_variance(config, generate=True) == "split"
+    assert default_variance(config) == "forward" and default_variance(config, generate=True) == "posterior"

@@ -302,9 +302,9 @@ def test_memory_bound_caps_the_batch_and_changes_no_sample(tiny_run16, tmp_path)
 
 
 def test_cli_variance_defaults_per_chain_start(tmp_path, tiny_run16):
-    """A SKILD lattice checkpoint super-resolves with the forward variance and generates with split (the
-    posterior variance above its n0, the forward one from n0) unless told (methods.default_variance); the
-    store records which ran, split with its switch step."""
+    """A SKILD lattice checkpoint super-resolves with the forward variance and generates with the posterior
+    one unless told (methods.default_variance); the store records which ran, split (the posterior variance
+    above the checkpoint's n0, the forward one from n0) with its switch step."""
     from skild_phys.methods import load_trained
     from skild_phys.methods.starts import start_step_for_factor
 
@@ -325,13 +325,13 @@ def test_cli_variance_defaults_per_chain_start(tmp_path, tiny_run16):
         return ds.attrs["variance"], ds.spins.values
 
     for command, default, recorded, others in (("superres", "forward", "forward", ("posterior",)),
-                                               ("generate", "split", f"split:{n0}", ("posterior", "forward"))):
+                                               ("generate", "posterior", "posterior", ("forward", "split"))):
         variance, by_default = spins(command, f"{command}.zarr")
         assert variance == recorded
         assert (spins(command, f"{command}-{default}.zarr", "--variance", default)[1] == by_default).all()
         for other in others:
             variance, changed = spins(command, f"{command}-{other}.zarr", "--variance", other)
-            assert variance == other and (changed != by_default).any()
+            assert variance == (f"split:{n0}" if other == "split" else other) and (changed != by_default).any()
     # super-resolution starts at n0, so split is the forward chain there
     variance, split_sr = spins("superres", "superres-split.zarr", "--variance", "split")
     assert variance == f"split:{n0}" and (split_sr == spins("superres", "superres.zarr")[1]).all()

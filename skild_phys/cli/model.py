@@ -208,8 +208,9 @@ def _chain_options(f):
                             help="Reverse-step noise: q(X_m | X_n, X_0)'s (the paper's), the forward step's β "
                                  "(exact for Gaussian data at any step count), or split: posterior above the "
                                  "checkpoint's super-resolution start n0, forward from n0 down (SKILD) "
-                                 "[default: forward for SKILD lattice super-resolution, split for its "
-                                 "generation, posterior for images and SR3]."),
+                                 "[default: forward for SKILD lattice super-resolution, posterior for "
+                                 "generation, images and SR3; split is the better generation chain below "
+                                 "100 steps]."),
                click.option("--keep-field", is_flag=True, help="Also store the raw continuous field."),
                _sampler_options, _speed_options, _window,
                click.option("--overwrite", is_flag=True,

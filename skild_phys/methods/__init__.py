@@ -61,15 +61,13 @@ def default_variance(config, generate: bool = False) -> str:
 
     SKILD lattice checkpoints super-resolve with `forward` (σ² = β, exact for Gaussian data at any
     respacing): at 100 steps from n0 the posterior chain over-orders by about as much as going to 250
-    steps removes, the forward one lands where the 250-step chain does.  They generate with `split`:
-    from N the forward chain under-orders the large scales, the posterior one over-orders the bonds
-    below 100 steps, and the posterior chain down to n0 followed by the forward one from n0 is within
-    2σ of the truth at 50 steps (docs/results/samplers.md).  Images and SR3 keep `posterior`.
+    steps removes, the forward one lands where the 250-step chain does.  Generation from N keeps
+    `posterior` (the paper's): at the default 100 steps it is the closest to the truth measured; the
+    forward chain under-orders there, and `split` (posterior down to n0, forward from it) is the
+    choice below 100 steps (docs/results/samplers.md).  Images and SR3 keep `posterior`.
     """
     lattice_skild = config.model == "skild" and config.data_kind != "image"
-    if not lattice_skild:
-        return "posterior"
-    return "split" if generate else "forward"
+    return "forward" if lattice_skild and not generate else "posterior"
 
 
 def resolve_variance(model, variance: str | None, generate: bool = False) -> str:
