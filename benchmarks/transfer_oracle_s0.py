@@ -1,0 +1,59 @@
+"""Diagnostic: a `skild-phys` command with the carried S0 replaced by the data's own per-mode variance.
+
+    python benchmarks/transfer_oracle_s0.py --spectrum-from runs/transfer_L128/truth.zarr -- \
+        superres --checkpoint models/ising32_4x --lowres runs/transfer_L128_diag/truth_maj32.zarr --factor 4 \
+        --samples 32 --steps 100 --seed 3 --out runs/transfer_L128_diag/stage2_oracle.zarr
+
+A checkpoint carried to a larger lattice uses the S0 that `skild_phys.process.transfer` extrapolates
+from the training lattice (docs/theory.md, "Lattice units"), which `benchmarks/transfer_spectrum.py`
+finds too weak at L = 128. This runs the command with the carried schedule unchanged and S0 set to
+the per-mode variance of --spectrum-from measured in the process's basis (an oracle no user has:
+it isolates what the carried spectrum costs). Not a user-facing option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--spectrum-from", required=True, help="spin store at the target size")
+    ap.add_argument("--samples", type=int, default=1000, help="configurations to measure the spectrum on")
+    ap.add_argument("command", nargs=argparse.REMAINDER, help="-- then the skild-phys arguments")
+    args = ap.parse_args()
+    if not Path(args.spectrum_from).is_dir():
+        ap.exit(2, f"{args.spectrum_from}: no such store\n")
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+
+    import numpy as np
+    import torch
+
+    import skild_phys.methods.skild as skild
+    from skild_phys.cli import main as cli
+    from skild_phys.data.adapters import LatticeStore
+    from skild_phys.process.diffusion import Process
+    from skild_phys.process.transfer import transferred_process
+
+    data = LatticeStore(args.spectrum_from)
+
+    def with_measured_s0(process, H, W):
+        carried = transferred_process(process, H, W)
+        if (H, W) != (data.height, data.width):
+            return carried
+        n = min(args.samples, len(data))
+        power = torch.zeros(H, W, dtype=torch.float64)
+        for lo in range(0, n, 100):
+            x = torch.as_tensor(data.get(np.arange(lo, min(lo + 100, n))), dtype=torch.float64)
+            power += (carried.basis.forward(x)[:, 0] ** 2).sum(0)
+        S0 = (power / n).reshape(carried.S0.shape).clamp_min(1e-12)
+        return Process(carried.basis, carried.schedule, S0).to(carried.S0.device)
+
+    skild.transferred_process = with_measured_s0
+    sys.exit(cli(command, standalone_mode=True))
+
+
+if __name__ == "__main__":
+    main()
