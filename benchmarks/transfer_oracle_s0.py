@@ -7,8 +7,9 @@
 A checkpoint carried to a larger lattice uses the S0 that `skild_phys.process.transfer` extrapolates
 from the training lattice (docs/theory.md, "Lattice units"), which `benchmarks/transfer_spectrum.py`
 finds too weak at L = 128. This runs the command with the carried schedule unchanged and S0 set to
-the per-mode variance of --spectrum-from measured in the process's basis (an oracle no user has:
-it isolates what the carried spectrum costs). Not a user-facing option.
+the per-mode variance of --spectrum-from in the process's basis, measured as `train` measures a
+checkpoint's empirical S0 (an oracle no user has: it isolates what the carried spectrum costs).
+Not a user-facing option.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ def main() -> None:
         ap.exit(2, f"{args.spectrum_from}: no such store\n")
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
 
-    import numpy as np
     import torch
 
     import skild_phys.methods.skild as skild
@@ -43,12 +43,9 @@ def main() -> None:
         carried = transferred_process(process, H, W)
         if (H, W) != (data.height, data.width):
             return carried
-        n = min(args.samples, len(data))
-        power = torch.zeros(H, W, dtype=torch.float64)
-        for lo in range(0, n, 100):
-            x = torch.as_tensor(data.get(np.arange(lo, min(lo + 100, n))), dtype=torch.float64)
-            power += (carried.basis.forward(x)[:, 0] ** 2).sum(0)
-        S0 = (power / n).reshape(carried.S0.shape).clamp_min(1e-12)
+        # the per-mode variance, estimated as `train` estimates a checkpoint's empirical S0
+        S0, _ = skild.estimate_spectrum(data, "empirical", carried.basis.name, max_samples=args.samples)
+        S0 = torch.as_tensor(S0).reshape(carried.S0.shape)
         return Process(carried.basis, carried.schedule, S0).to(carried.S0.device)
 
     skild.transferred_process = with_measured_s0
