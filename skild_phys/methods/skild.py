@@ -25,7 +25,7 @@ from skild_phys.process.diffusion import Process
 from skild_phys.process.presets import get_preset, preset_from_rule
 from skild_phys.process.schedule import Schedule
 from skild_phys.process.spectrum import S0_from_fit, mode_variance
-from skild_phys.process.transfer import transferred_process
+from skild_phys.process.transfer import scaling_exponent, transferred_process
 
 SPECTRUM_SAMPLES = 10000  # samples used to estimate S0 (the first ones of the training set)
 
@@ -298,8 +298,9 @@ def at_size(model: TrainedModel, H: int, W: int) -> TrainedModel:
     if (H, W) == (config.H, config.W):
         return model
     transfer_allowed(config, H, W)
-    process = transferred_process(model.process, H, W)
+    exponent = scaling_exponent(config)
+    process = transferred_process(model.process, H, W, exponent)
     new_config = config.replace(H=H, W=W, schedule=process.schedule.to_dict(),
                                 transfer={"trained_H": config.H, "trained_W": config.W, "scale": H / config.H,
-                                          "window": model.window})
+                                          "window": model.window, "exponent": exponent})
     return TrainedModel(new_config, process, model.net, model.digest, model.device, model.path, model.window)

@@ -76,7 +76,7 @@ def block_spin_spread(model: TrainedModel, f: int, scale: float) -> float:
     p = model.process
     transfer = getattr(model.config, "transfer", None)
     if transfer:
-        p = transferred_process(p, transfer["trained_H"], transfer["trained_W"])
+        p = transferred_process(p, transfer["trained_H"], transfer["trained_W"], transfer.get("exponent"))
     return max(BlockMeanConditional(p.basis, p.S0.cpu(), f).mean_square - scale**2, 0.0)
 
 
