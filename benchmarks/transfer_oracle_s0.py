@@ -8,8 +8,9 @@ A checkpoint carried to a larger lattice uses the S0 that `skild_phys.process.tr
 from the training lattice (docs/theory.md, "Lattice units"), which `benchmarks/transfer_spectrum.py`
 finds too weak at L = 128. This runs the command with the carried schedule unchanged and S0 set to
 the per-mode variance of --spectrum-from in the process's basis, measured as `train` measures a
-checkpoint's empirical S0 (an oracle no user has: it isolates what the carried spectrum costs).
-Not a user-facing option.
+checkpoint's empirical S0 (an oracle no user has: it isolates what the carried spectrum costs);
+with --band LO,HI only the modes with LO ≤ q < HI (wavenumber per lattice spacing) are replaced,
+the rest keep the carried S0. Not a user-facing option.
 """
 
 from __future__ import annotations
@@ -23,11 +24,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--spectrum-from", required=True, help="spin store at the target size")
     ap.add_argument("--samples", type=int, default=1000, help="configurations to measure the spectrum on")
+    ap.add_argument("--band", default="0,inf", help="LO,HI: replace only the modes with LO <= q < HI")
     ap.add_argument("command", nargs=argparse.REMAINDER, help="-- then the skild-phys arguments")
     args = ap.parse_args()
     if not Path(args.spectrum_from).is_dir():
         ap.exit(2, f"{args.spectrum_from}: no such store\n")
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    try:
+        lo, hi = (float(v) for v in args.band.split(","))
+    except ValueError:
+        ap.exit(2, f"--band {args.band!r}: expected two numbers LO,HI\n")
 
     import torch
 
@@ -39,13 +45,16 @@ def main() -> None:
 
     data = LatticeStore(args.spectrum_from)
 
-    def with_measured_s0(process, H, W):
-        carried = transferred_process(process, H, W)
+    def with_measured_s0(process, H, W, exponent=None):
+        carried = transferred_process(process, H, W, exponent)
         if (H, W) != (data.height, data.width):
             return carried
         # the per-mode variance, estimated as `train` estimates a checkpoint's empirical S0
         S0, _ = skild.estimate_spectrum(data, "empirical", carried.basis.name, max_samples=args.samples)
-        S0 = torch.as_tensor(S0).reshape(carried.S0.shape)
+        S0 = torch.as_tensor(S0).reshape(carried.S0.shape).to(carried.S0.dtype)
+        q = carried.basis.k.reshape(carried.S0.shape) / H  # wavenumber per lattice spacing
+        band = (q >= lo) & (q < hi)
+        S0 = torch.where(band, S0, carried.S0.cpu())
         return Process(carried.basis, carried.schedule, S0).to(carried.S0.device)
 
     skild.transferred_process = with_measured_s0
