@@ -381,8 +381,8 @@ def test_lock_refuses_within_and_across_processes(tmp_path):
     ("schedule", "--preset", "ising128_4x", "--size", 16, "--resolution", "nan"),
     ("correlators", "x.zarr", "--out", "k.nc", "--kappa4-window", "1,inf"),
 ])
-def test_non_finite_numbers_are_refused(tmp_path, args):
-    os.chdir(tmp_path)
+def test_non_finite_numbers_are_refused(tmp_path, args, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     r = _cli(*args)
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert "finite" in r.output or "LO < HI" in r.output, r.output

@@ -81,9 +81,9 @@ def test_demo_evaluates_a_checkpoint_on_fresh_configurations(quickstart, capsys,
     assert demo.main(["--var", "no_equals_sign"]) == 2
 
 
-def test_rerun_skips_finished_stages_and_force_reruns_dependents(quickstart):
+def test_rerun_skips_finished_stages_and_force_reruns_dependents(quickstart, monkeypatch):
     out, args = quickstart
-    os.chdir(out.parent.parent)
+    monkeypatch.chdir(out.parent.parent)
     result = _run(*args, "--dry-run")
     assert result.exit_code == 0, result.output
     assert result.output.count("[     done]") == 8
@@ -138,14 +138,16 @@ def test_bad_workflows_are_one_sentence(tmp_path):
 def test_shipped_workflow_commands_parse(path):
     wf = workflow.load(path)
     assert wf.stages[-1].run in ("report", "evaluate")  # every workflow ends in its summary table
-    for stage in wf.stages:
-        command = main.get_command(None, stage.run)
-        assert command is not None, stage.run
-        command.make_context(stage.run, stage.argv(), resilient_parsing=False)  # raises on unknown options
+    with main.make_context("skild-phys", [stage.run for stage in wf.stages][:1], resilient_parsing=True) as parent:
+        for stage in wf.stages:
+            command = main.get_command(parent, stage.run)
+            assert command is not None, stage.run
+            # a child of the group's context, as the CLI parses it; raises on unknown options
+            command.make_context(stage.run, stage.argv(), parent=parent, resilient_parsing=False)
 
 
-def test_paper_workflow_dry_run(tmp_path):
-    os.chdir(tmp_path)
+def test_paper_workflow_dry_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     result = _run("run", ROOT / "workflows/ising128_paper.toml", "--dry-run")
     assert result.exit_code == 0, result.output
     assert result.output.count("[      new]") == 8
