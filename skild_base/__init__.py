@@ -1,6 +1,7 @@
 """The bottom layer of skild-phys: what every other package may use and that uses none of them.
 
-errors (the one user-mistake exception), outputs (claiming, replacing and locking outputs) and
+errors (the one user-mistake exception), outputs (claiming, replacing and locking outputs), memory
+(the allocator setting every command runs with) and
 the version written into every output.
 """
 

@@ -9,6 +9,7 @@ import importlib
 import click
 
 from skild_base.errors import InputError
+from skild_base.memory import keep_freed_memory
 from skild_phys import __version__
 
 
@@ -36,6 +37,7 @@ def main():
     Pipeline: simulate -> train -> superres/generate -> correlators.
     Run `skild-phys COMMAND --help` for each step.
     """
+    keep_freed_memory()  # large tensors reuse the heap instead of being mapped and unmapped each time
 
 
 # Each module below defines COMMANDS, a list of click commands it contributes.
