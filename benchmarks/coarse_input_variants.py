@@ -28,16 +28,15 @@ import numpy as np
 VARIANTS = ("majority-new-modes", "means-new-modes", "filtered")
 
 
-def block_fields(path, f: int, n: int, rng):
+def block_fields(path, f: int, n: int):
+    """Block means, the block spins `coarsen --rule majority` writes, and |q| of the coarse torus's modes."""
     from ising import store
+    from ising.coarsen import coarsen_batch
 
-    x = store.open_store(path)["spins"][:n].values.astype(np.float64)
-    N, L, W = x.shape
-    bm = x.reshape(N, L // f, f, W // f, f).mean(axis=(2, 4))
-    s = np.sign(bm)
-    ties = s == 0
-    s[ties] = rng.choice([-1.0, 1.0], size=int(ties.sum()))  # a tie is a coin flip, as in `coarsen`
-    k = np.fft.fftfreq(L // f) * 2 * np.pi / f
+    spins = store.open_store(path)["spins"][:n].values
+    bm = coarsen_batch(spins, f, "mean").astype(np.float64)
+    s = coarsen_batch(spins, f, "majority").astype(np.float64)
+    k = np.fft.fftfreq(bm.shape[-1]) * 2 * np.pi / f
     return bm, s, np.hypot(*np.meshgrid(k, k, indexing="ij"))
 
 
@@ -51,7 +50,6 @@ def main() -> None:
     ap.add_argument("--qc", type=float, default=0.19)
     ap.add_argument("--reference", help="training-size spin store for --variant filtered")
     ap.add_argument("--samples", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0, help="tie-breaking of the majority rule")
     ap.add_argument("--overwrite", action="store_true", help="replace a coarse store this script wrote at OUT")
     args = ap.parse_args()
     for path in (args.truth, args.reference):
@@ -68,12 +66,10 @@ def main() -> None:
         store.prepare_path(args.out, args.overwrite, kind=outputs.COARSE, inputs=(args.truth,))
     except InputError as err:
         ap.exit(2, f"error: {err}\n")
-    rng = np.random.default_rng(args.seed)
     f = args.factor
+    bm, s, q = block_fields(args.truth, f, args.samples)
     if args.variant == "filtered":
-        bm_r, s_r, q_r = block_fields(args.reference, f, 1000, rng)
-    bm, s, q = block_fields(args.truth, f, args.samples, rng)
-    if args.variant == "filtered":
+        bm_r, s_r, q_r = block_fields(args.reference, f, 1000)
         B, S = np.fft.fft2(bm_r), np.fft.fft2(s_r)
         r_mode = np.real(B * np.conj(S)).mean(0) / (np.abs(S) ** 2).mean(0)
         qs = np.unique(np.round(q_r, 9))

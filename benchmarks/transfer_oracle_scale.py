@@ -34,6 +34,7 @@ def main() -> None:
 
     import numpy as np
 
+    from ising.lattice import block_mean
     import skild_phys.methods.starts as starts
     from skild_phys.cli import main as cli
     from skild_phys.data.adapters import LatticeStore
@@ -41,8 +42,8 @@ def main() -> None:
     data = LatticeStore(args.scale_from)
     f = args.factor
     x = data.get(np.arange(min(args.samples, len(data))))[:, 0].astype(np.float64)
-    n, H, W = x.shape
-    scale = float(np.abs(x.reshape(n, H // f, f, W // f, f).mean(axis=(2, 4))).mean())
+    n = len(x)
+    scale = float(np.abs(block_mean(x, f)).mean())
     print(f"E|block mean| for {f}x{f} blocks of {args.scale_from} ({n} configurations): {scale:.4f}", file=sys.stderr)
     original = starts.superres_start
 
