@@ -1,6 +1,6 @@
 """skild_base.memory: the allocator setting every `skild-phys` command runs with."""
 
-import ctypes.util
+import platform
 import subprocess
 import sys
 
@@ -14,8 +14,7 @@ def test_opt_out_leaves_malloc_alone(monkeypatch):
     assert keep_freed_memory() is False
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or "musl" in (ctypes.util.find_library("c") or ""),
-                    reason="mallopt is glibc's")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_applied_on_glibc_and_numerics_unchanged():
     # in a fresh process, so this test process keeps malloc's defaults: the same float32 work
     # (large enough to be mmap'd by default) before and after the setting gives identical bytes
