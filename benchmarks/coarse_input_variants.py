@@ -11,8 +11,8 @@ training data. On the coarse torus (periodic Fourier modes, q in radians per fin
   a 4× coarse lattice of a larger L has and the training lattice L = 32 has not) taken from a·s;
 - means-new-modes: a·s, with those modes taken from the true block means;
 - filtered: s filtered by r(q) = <bm s*>/<|s|²>, the per-wavenumber regression of the block means
-  on the block spins measured on --reference (a store at the training size; interpolated in q,
-  the lowest mode's value below its lowest nonzero q).
+  on the block spins measured on --reference (a store at the training size), linearly
+  interpolated in |q| between the reference's modes, q = 0 included.
 Each store is what `coarsen --rule mean` writes (`field`, `source_index`), so `superres --lowres`
 conditions on it exactly; the chains are paired with the truth through source_index. Not a
 user-facing option: it isolates which part of the majority input the model mishandles.
