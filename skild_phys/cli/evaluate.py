@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from skild_phys.cli.common import FINITE, writes
-from skild_phys.cli.model import _device, _sampler_options, _set_threads, _speed_options, _threads, _window
+from skild_phys.cli.model import (_block_reference, _device, _sampler_options, _set_threads, _speed_options,
+                                  _threads, _window)
 
 
 @click.command()
@@ -26,10 +27,14 @@ from skild_phys.cli.model import _device, _sampler_options, _set_threads, _speed
                    "checkpoint's S0), untrained (the architecture at initialisation) [default: both].")
 @click.option("--lowres-rule", default="mean", type=click.Choice(["mean", "majority"]),
               help="Coarse input of the lowres protocol: block mean or majority block spin.")
-@click.option("--lowres-start", default="conditional", type=click.Choice(["conditional", "spread", "embed"]),
+@click.option("--lowres-start", default="conditional",
+              type=click.Choice(["conditional", "spread", "embed", "sampled"]),
               help="How the coarse input becomes a clean state: Gaussian conditioning on the block means under "
                    "S0; spread: the same, with ±1 block spins observed as block means of size E|block mean| "
-                   "with S0's spread around it; or its DCT coefficients placed in the low modes (DCT only).")
+                   "with S0's spread around it; sampled: the same, with ±1 block spins replaced by block means "
+                   "drawn given their 3x3 neighbourhoods as on --block-reference; or its DCT coefficients "
+                   "placed in the low modes (DCT only).")
+@_block_reference
 @click.option("--seed", type=int, default=0, help="Base seed of every chain (sample i: seed derived from (seed, i)).")
 @click.option("--batch", type=int, default=50, help="Samples per batch (results do not depend on it).")
 @click.option("--variance", default=None, type=click.Choice(["posterior", "forward", "split"]),
@@ -49,9 +54,9 @@ from skild_phys.cli.model import _device, _sampler_options, _set_threads, _speed
 @_device
 @_threads
 @writes("out")
-def evaluate(run, truth, out, samples, gen_samples, steps, factor, protocols, baselines, lowres_rule, lowres_start, seed,
-             batch, variance, spectrum_basis, keep_field, sampler, eta, spacing, precision, compile_net, window, overwrite, quiet,
-             device, threads):
+def evaluate(run, truth, out, samples, gen_samples, steps, factor, protocols, baselines, lowres_rule, lowres_start,
+             block_reference, seed, batch, variance, spectrum_basis, keep_field, sampler, eta, spacing, precision,
+             compile_net, window, overwrite, quiet, device, threads):
     """Fidelity of a checkpoint: super-resolution (both protocols) and generation against the truth.
 
     Prints and writes OUT/fidelity.md (and fidelity.nc, fidelity.png): paired kappa4 excess per patch size, paired <e>, <|m|>, U4
@@ -69,7 +74,8 @@ def evaluate(run, truth, out, samples, gen_samples, steps, factor, protocols, ba
     chosen = tuple(b for b in (baselines or BASELINES) if b != "none")
     settings = EvalSettings(samples=samples, gen_samples=gen_samples, steps=steps, seed=seed, batch=batch,
                             factor=factor, protocols=tuple(protocols or PROTOCOLS), baselines=chosen,
-                            lowres_rule=lowres_rule, lowres_start=lowres_start, variance=variance,
+                            lowres_rule=lowres_rule, lowres_start=lowres_start,
+                            block_reference=block_reference, variance=variance,
                             spectrum_basis=spectrum_basis, keep_field=keep_field, sampler=sampler, eta=eta,
                             spacing=spacing, precision=precision, compile=compile_net, window=window)
     with warnings.catch_warnings():

@@ -10,6 +10,10 @@ _device = click.option("--device", default="auto", help="torch device: auto (CUD
 _threads = click.option("--threads", type=int, default=None, help="CPU threads for torch [default: torch's choice].")
 
 
+_block_reference = click.option(
+    "--block-reference", type=click.Path(), default=None,
+    help="With --lowres-start sampled: a spin store of the checkpoint's model and coupling (e.g. its training data "
+         "or a fresh `simulate` at the training size) on which the block means are counted.")
 _window = click.option("--window", default="global", type=click.Choice(["global", "train"]),
                        help="On a lattice larger than the checkpoint's: the network's GroupNorm statistics and "
                             "self-attention see the whole lattice (global) or the periodic window of the training "
@@ -271,11 +275,15 @@ def generate(run, samples, out, steps, seed, batch, variance, keep_field, sample
 @click.option("--out", type=click.Path(), required=True,
               help="Output Zarr store (lattice models) or directory with one folder per factor (image models).")
 @click.option("--samples", type=int, default=None, help="Use only the first N inputs [default: all].")
-@click.option("--lowres-start", default="conditional", type=click.Choice(["conditional", "spread", "embed"]),
+@click.option("--lowres-start", default="conditional",
+              type=click.Choice(["conditional", "spread", "embed", "sampled"]),
               help="Lattice --lowres: draw the clean state from its Gaussian conditional given the block means "
                    "under the checkpoint's S0 (any basis); spread: the same, with ±1 block spins observed as "
-                   "block means of size E|block mean| with S0's spread around it; embed: place the coarse DCT "
-                   "coefficients in the low modes.")
+                   "block means of size E|block mean| with S0's spread around it; sampled: the same, with ±1 "
+                   "majority block spins replaced by block means drawn given each block's 3x3 neighbourhood "
+                   "of block spins, as often as on --block-reference (the cascade's start, "
+                   "docs/results/transfer_L128.md); embed: place the coarse DCT coefficients in the low modes.")
+@_block_reference
 @click.option("--steps", type=int, default=100,
               help="Reverse steps K from n0, each stage of a cascade; K >= n0 runs the full chain (docs/results/samplers.md).")
 @click.option("--cascade", is_flag=True,
@@ -284,7 +292,8 @@ def generate(run, samples, out, steps, seed, batch, variance, keep_field, sample
                    "before the last are kept beside --out as OUT.L<side>.zarr.")
 @_chain_options
 @writes("out")
-def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, steps, cascade, seed, batch, variance,
+def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, block_reference, steps, cascade, seed, batch,
+             variance,
              keep_field, sampler, eta, spacing, precision, compile_net, window, overwrite, quiet, device, threads):
     """Super-resolve configurations by the reverse chain from n0, where r(n0) = H / factor.
 
@@ -298,8 +307,16 @@ def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, steps, ca
     if (hr is None) == (lr is None):
         raise InputError("give exactly one of --data (high-resolution store) or --lowres (coarse store)")
     _set_threads(threads)
+    if (block_reference is not None) != (lowres_start == "sampled"):
+        raise InputError("--lowres-start sampled and --block-reference go together")
     model = load_trained(run, device, precision, compile_net, window)
     variance = resolve_variance(model, variance)
+    if block_reference is not None:
+        from skild_phys.methods.starts import attach_block_reference
+
+        if lr is None or model.config.data_kind == "image":
+            raise InputError("--block-reference is for a lattice checkpoint's --lowres input")
+        model = attach_block_reference(model, block_reference, set(factor))
     if model.config.data_kind == "image":
         if cascade:
             raise InputError("--cascade is for lattice checkpoints; image models take several --factor at once")

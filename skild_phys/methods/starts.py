@@ -7,16 +7,18 @@ A `StartSpec` is what every sampling driver runs from, whatever the method and t
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
+from ising.coarsen import block_mean_counts, draw_block_means
 from skild_base.errors import InputError
 from skild_phys.methods.skild import TrainedModel
 from skild_phys.process.basis import Basis, embed_low_modes
-from skild_phys.process.diffusion import randn
+from skild_phys.process.diffusion import rand, randn
 from skild_phys.process.lowres import BlockMeanConditional
 from skild_phys.process.transfer import transferred_process
 
@@ -63,7 +65,7 @@ def start_step_for_factor(model: TrainedModel, factor: float) -> int:
         raise InputError(f"factor {factor:g} is not reachable with this checkpoint: {err}") from None
 
 
-LOWRES_STARTS = ("conditional", "spread", "embed")
+LOWRES_STARTS = ("conditional", "spread", "embed", "sampled")
 
 
 def block_spin_spread(model: TrainedModel, f: int, scale: float) -> float:
@@ -89,7 +91,10 @@ def superres_start(model: TrainedModel, dataset, factor: float, lowres: bool,
     conditioning on the block means under the process's S0 ("conditional", any basis, see
     skild_phys.process.lowres), the same with ±1 block spins observed with the spread
     E[bm²] − E|bm|² that S0 gives a block mean around its typical size ("spread"; block means
-    are conditioned on exactly), or by placing its DCT coefficients in the low modes ("embed", DCT only).
+    are conditioned on exactly), the same with ±1 majority block spins replaced by block means drawn
+    from their frequencies given the 3 × 3 neighbourhood of block spins, counted on a reference store
+    (`model.config.data["block_mean_counts"]`, see `attach_block_reference`; "sampled"), or by placing
+    its DCT coefficients in the low modes ("embed", DCT only).
     """
     H = model.config.H
     n0 = start_step_for_factor(model, factor)
@@ -112,7 +117,14 @@ def superres_start(model: TrainedModel, dataset, factor: float, lowres: bool,
                              f"{H / factor:g}x{model.config.W / factor:g} for this checkpoint")
         # ±1 block spins estimate the block mean up to its typical size E|block mean| (training data)
         scale = 1.0
-        if dataset.kind == "spins":
+        counts = None
+        if dataset.kind == "spins" and lowres_start == "sampled":
+            counts = model.config.data.get("block_mean_counts", {}).get(str(int(factor)))
+            if counts is None:
+                raise InputError(f"--lowres-start sampled needs block-mean counts for factor {factor:g}: "
+                                 "pass a reference spin store with --block-reference")
+            counts = np.asarray(counts, dtype=np.int64)
+        elif dataset.kind == "spins":
             scale = model.config.data.get("block_mean_abs", {}).get(str(int(factor)))
             if scale is None:
                 raise InputError(f"the checkpoint has no block-spin scale for factor {factor:g}; coarsen with --rule mean")
@@ -131,6 +143,9 @@ def superres_start(model: TrainedModel, dataset, factor: float, lowres: bool,
 
             def to_modes(y, gens):
                 z = randn((len(y), 1, H, model.config.W), gens, dtype=torch.float64, device=model.device)
+                if counts is not None:
+                    u = rand(tuple(y.shape), gens, dtype=torch.float64).numpy()
+                    y = torch.from_numpy(draw_block_means(y.cpu().numpy()[:, 0], counts, u[:, 0])[:, None]).to(y)
                 z_obs = None
                 if conditional.noise_var > 0:
                     z_obs = randn(tuple(y.shape), gens, dtype=torch.float64, device=model.device)
@@ -141,6 +156,26 @@ def superres_start(model: TrainedModel, dataset, factor: float, lowres: bool,
         return to_modes(x, gens)
 
     return marginal_start(model, n0, clean_modes)
+
+
+def attach_block_reference(model: TrainedModel, path, factors) -> TrainedModel:
+    """The model with the block-mean counts (`ising.coarsen.block_mean_counts`) of the spin store at `path`
+    for each factor in its data, which `--lowres-start sampled` draws from. The reference must be a spin
+    store of the model the checkpoint was trained on, at the same coupling; one sentence if it is not."""
+    from ising import store
+
+    ds = store.open_store(path)
+    if "spins" not in ds:
+        raise InputError(f"{path} holds no `spins`; the block reference must be a spin store")
+    trained = model.config.data.get("data_attrs", {})
+    for key in ("model", "beta"):
+        if key in trained and ds.attrs.get(key) is not None and ds.attrs.get(key) != trained[key]:
+            raise InputError(f"{path} has {key} = {ds.attrs.get(key)}, the checkpoint's training data "
+                             f"{trained[key]}: the block reference must come from the same model")
+    spins = ds["spins"].values
+    counts = {str(int(f)): block_mean_counts(spins, int(f)).tolist() for f in factors}
+    data = {**model.config.data, "block_mean_counts": counts, "block_reference": str(path)}
+    return dataclasses.replace(model, config=model.config.replace(data=data))
 
 
 def marginal_start(model: TrainedModel, n0: int, clean_modes: Callable) -> StartSpec:

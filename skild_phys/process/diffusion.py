@@ -31,20 +31,29 @@ def per_sample_generators(seeds: Sequence[int], device="cpu") -> list[torch.Gene
     return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
 
 
+def _draws(draw, shape, generator, dtype, device) -> torch.Tensor:
+    """`draw` (torch.randn or torch.rand) of `shape` from one generator, or one generator per sample."""
+    if isinstance(generator, torch.Generator) or generator is None:
+        dev = device if generator is None else generator.device
+        return draw(shape, generator=generator, dtype=dtype, device=dev).to(device or dev)
+    if len(generator) != shape[0]:
+        raise ValueError(f"{len(generator)} generators for a batch of {shape[0]} samples")
+    out = torch.stack([draw(tuple(shape[1:]), generator=g, dtype=dtype, device=g.device) for g in generator])
+    return out if device is None else out.to(device)
+
+
 def randn(shape, generator, dtype=torch.float64, device=None) -> torch.Tensor:
     """Standard normal noise of `shape` from one generator, or one generator per sample (shape[0]).
 
     With a list of per-sample generators, sample i's noise is drawn from generator i alone,
     so a sample's value does not depend on the batch it is drawn in.
     """
-    if isinstance(generator, torch.Generator) or generator is None:
-        dev = device if generator is None else generator.device
-        return torch.randn(shape, generator=generator, dtype=dtype, device=dev).to(device or dev)
-    if len(generator) != shape[0]:
-        raise ValueError(f"{len(generator)} generators for a batch of {shape[0]} samples")
-    rows = [torch.randn(tuple(shape[1:]), generator=g, dtype=dtype, device=g.device) for g in generator]
-    out = torch.stack(rows)
-    return out if device is None else out.to(device)
+    return _draws(torch.randn, shape, generator, dtype, device)
+
+
+def rand(shape, generator, dtype=torch.float64, device=None) -> torch.Tensor:
+    """Uniform [0, 1) numbers of `shape`, from one generator or one per sample (shape[0]), as `randn`."""
+    return _draws(torch.rand, shape, generator, dtype, device)
 
 
 def respaced_steps(n_start: int, K: int) -> list[int]:

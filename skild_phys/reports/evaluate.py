@@ -55,6 +55,7 @@ class EvalSettings:
     baselines: tuple[str, ...] = BASELINES
     lowres_rule: str = "mean"
     lowres_start: str = "conditional"
+    block_reference: str | None = None  # spin store the "sampled" start counts block means on
     variance: str | None = None  # reverse-step noise; None: methods.default_variance per chain start
     spectrum_basis: str = "fourier"
     keep_field: bool = False  # also store the continuous field before the sign projection
@@ -70,6 +71,8 @@ class EvalSettings:
         d = asdict(self)
         for key in ("sampler", "eta", "spacing", "precision", "compile", "window"):
             d.pop(key)
+        if self.block_reference is None:
+            d.pop("block_reference")
         extra = {"precision": self.precision} if self.precision != "fp32" else {}
         if self.window != "global":
             extra["window"] = self.window
@@ -88,6 +91,8 @@ class EvalSettings:
             raise InputError("give at least one --protocol")
         if self.lowres_rule not in LOWRES_RULES:
             raise InputError(f"--lowres-rule must be one of {', '.join(LOWRES_RULES)}")
+        if (self.block_reference is not None) != (self.lowres_start == "sampled"):
+            raise InputError("--lowres-start sampled and --block-reference go together")
 
 
 @dataclass
@@ -176,6 +181,10 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
                          f"so at least {2 * chains} configurations are needed")
     factor = float(settings.factor or model.config.factor)
     model = at_data_size(model, truth_set, factor, lowres=False)  # a larger truth: the model in lattice units
+    if settings.block_reference is not None:
+        from skild_phys.methods.starts import attach_block_reference
+
+        model = attach_block_reference(model, settings.block_reference, [factor])
     H = model.config.H
     settings = replace(settings, factor=factor)
     params = {"checkpoint": model.digest, "truth": str(truth), "settings": settings.params()}

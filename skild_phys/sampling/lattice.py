@@ -120,6 +120,8 @@ def superres_lattices(out, model: TrainedModel, source: str, lowres: bool, facto
     start = superres_start_for(model, dataset, factor, lowres=lowres, lowres_start=lowres_start)
     attrs = {"mode": "superres", "source": str(source), "factor": factor, "checkpoint": checkpoint,
              "input": f"lowres-{lowres_start}" if lowres else "forward-marginal",
+             **({"block_reference": model.config.data["block_reference"]}
+                if lowres and lowres_start == "sampled" and dataset.kind == "spins" else {}),
              **({"trained_L": model.config.transfer["trained_H"]} if model.config.transfer else {}),
              **({"window": model.window} if model.config.transfer and model.window != "global" else {}),
              **({"cascade": cascade} if cascade else {})}
