@@ -122,7 +122,7 @@ def test_sampled_start_draws_block_means_for_spins_only(tmp_path, tiny_run16, ma
     from skild_phys.cli import main
 
     run, data = tiny_run16
-    reference = make_store("block_reference", L=16, n_samples=500, chains=2, seed=9)
+    reference = make_store("block_reference", L=16, n_samples=1100, chains=2, seed=9)  # two chunks
     other_beta = make_store("block_reference_hot", L=16, n_samples=20, chains=2, seed=9, beta=0.3)
 
     def superres(lowres, start, name, *extra):
@@ -141,6 +141,14 @@ def test_sampled_start_draws_block_means_for_spins_only(tmp_path, tiny_run16, ma
         r = superres(lowres, start, name, *extra)
         assert r.exit_code == 0, r.output
         return xr.open_zarr(tmp_path / name)
+
+    from ising import store
+    from skild_phys.methods import load_trained
+    from skild_phys.methods.starts import attach_block_reference
+
+    attached = attach_block_reference(load_trained(run, device="cpu"), reference, [4.0]).config.data
+    direct = block_mean_counts(store.open_store(reference)["spins"].values, 4)
+    assert (np.asarray(attached["block_mean_counts"]["4"]) == direct).all()
 
     ref = ("--block-reference", str(reference))
     a = spins(stores["mean"], "sampled", "a.zarr", *ref)

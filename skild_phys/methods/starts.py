@@ -172,8 +172,13 @@ def attach_block_reference(model: TrainedModel, path, factors) -> TrainedModel:
         if key in trained and ds.attrs.get(key) is not None and ds.attrs.get(key) != trained[key]:
             raise InputError(f"{path} has {key} = {ds.attrs.get(key)}, the checkpoint's training data "
                              f"{trained[key]}: the block reference must come from the same model")
-    spins = ds["spins"].values
-    counts = {str(int(f)): block_mean_counts(spins, int(f)).tolist() for f in factors}
+    if any(f != int(f) for f in factors):
+        raise InputError("--lowres-start sampled needs whole factors")
+    counts = {str(int(f)): 0 for f in factors}
+    for start in range(0, ds["spins"].shape[0], 1024):  # in chunks: counts add up, memory stays bounded
+        spins = ds["spins"][start:start + 1024].values
+        counts = {k: c + block_mean_counts(spins, int(k)) for k, c in counts.items()}
+    counts = {k: c.tolist() for k, c in counts.items()}
     data = {**model.config.data, "block_mean_counts": counts, "block_reference": str(path)}
     return dataclasses.replace(model, config=model.config.replace(data=data))
 
