@@ -8,8 +8,6 @@ from skild_phys.cli.common import FINITE, writes
 
 _device = click.option("--device", default="auto", help="torch device: auto (CUDA if available), cpu, cuda, cuda:1, ...")
 _threads = click.option("--threads", type=int, default=None, help="CPU threads for torch [default: torch's choice].")
-
-
 _block_reference = click.option(
     "--block-reference", type=click.Path(), default=None,
     help="With --lowres-start sampled: a spin store of the checkpoint's model and coupling (e.g. its training data "
@@ -293,8 +291,8 @@ def generate(run, samples, out, steps, seed, batch, variance, keep_field, sample
 @_chain_options
 @writes("out")
 def superres(run, hr, lr, bicubic, factor, out, samples, lowres_start, block_reference, steps, cascade, seed, batch,
-             variance,
-             keep_field, sampler, eta, spacing, precision, compile_net, window, overwrite, quiet, device, threads):
+             variance, keep_field, sampler, eta, spacing, precision, compile_net, window, overwrite, quiet, device,
+             threads):
     """Super-resolve configurations by the reverse chain from n0, where r(n0) = H / factor.
 
     A lattice larger than the checkpoint's runs in lattice units (docs/theory.md); --cascade climbs
