@@ -71,6 +71,16 @@ def test_every_protocol_and_floor_is_measured_and_paired(run16, make_store, tmp_
     assert json.loads((out / "evaluation.json").read_text()) == before
 
 
+def test_no_generation_leaves_out_its_sources(run16, make_store, tmp_path):
+    truth = make_store("truth16", L=16, n_samples=200, chains=4, seed=21)
+    out = tmp_path / "ev"
+    r = _evaluate(run16, truth, out, "--gen-samples", "0", "--baseline", "gaussian")
+    assert r.exit_code == 0, r.output
+    ds = xr.load_dataset(out / "fidelity.nc")
+    assert list(ds.source.values) == ["truth", "model/marginal", "gaussian/marginal", "model/lowres", "gaussian/lowres"]
+    assert not any(out.glob("*generate*"))
+
+
 def test_evaluate_refuses_what_it_did_not_make(run16, make_store, tmp_path):
     truth = make_store("truth16", L=16, n_samples=200, chains=4, seed=21)
     foreign = tmp_path / "foreign"

@@ -196,6 +196,8 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
     whos = ["model"] + ([] if method != "skild" else list(settings.baselines))
     coarse = None
     for protocol in settings.protocols:
+        if protocol == "generate" and settings.gen_samples == 0:
+            continue  # --gen-samples 0: no generation, and no store for it
         if protocol == "generate" and (method != "skild" or model.config.schedule["k_c"] <= 0):
             log(f"skipping generation: a {method} checkpoint with k_c = {model.config.schedule['k_c']:g} "
                 "cannot generate from noise")
@@ -218,8 +220,6 @@ def evaluate(run, truth, out, settings: EvalSettings = EvalSettings(), device: s
             n = settings.samples
             attrs = {"mode": "superres", "source": str(coarse if lowres else truth), "factor": factor,
                      "input": f"lowres-{settings.lowres_start}" if lowres else "forward-marginal"}
-        if n == 0:
-            continue
         steps = chain_steps_for(start, settings.steps, settings.spacing, sampler.process)
         src.nfe = 0 if src.who == "gaussian" else network_evaluations(settings.sampler, len(steps) - 1)
         attrs.update(checkpoint=str(run), evaluation=src.label)
