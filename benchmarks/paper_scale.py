@@ -2,7 +2,8 @@
 L = 128 at 4×, the `base` network, evaluated by `skild-phys evaluate`.
 
     python benchmarks/paper_scale.py --out DIR [--work DIR] [--data DIR] [--deadline SECONDS]
-                                     [--train-seconds 64=150,128=110] [--device cuda] [--smoke]
+                                     [--train-seconds 64=150,128=120] [--models L64,L128]
+                                     [--device cuda] [--smoke]
 
 Stages, in this order, each an ordinary `skild-phys` command (printed, logged, timed):
 
@@ -275,15 +276,25 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="Run and evaluation directories [default: OUT/work].")
     ap.add_argument("--data", default=None, help="Directory of the four stores [default: WORK/data].")
     ap.add_argument("--deadline", type=float, default=540.0, help="Seconds for the whole run.")
-    ap.add_argument("--train-seconds", default=None, help="Training seconds per size, e.g. 64=150,128=110.")
+    ap.add_argument("--train-seconds", default=None, help="Training seconds per size, e.g. 64=150,128=120.")
+    ap.add_argument("--models", default=None, help="Comma-separated subset of L64, L128 [default: both].")
     ap.add_argument("--device", default=None, help="torch device [default: cuda, cpu with --smoke].")
     ap.add_argument("--smoke", action="store_true", help="CPU check of the script at L = 16 and 32.")
     args = ap.parse_args()
     cfg = json.loads(json.dumps(SMOKE if args.smoke else FULL))
     args.device = args.device or ("cpu" if args.smoke else "cuda")
+    if args.models:
+        keep = args.models.split(",")
+        unknown = sorted(set(keep) - set(cfg["models"]))
+        if unknown:
+            raise SystemExit(f"unknown models: {', '.join(unknown)} (known: {', '.join(cfg['models'])})")
+        cfg["models"] = {k: v for k, v in cfg["models"].items() if k in keep}
+        cfg["evals"] = [e for e in cfg["evals"] if e["model"] in keep]
     if args.train_seconds:
         for item in args.train_seconds.split(","):
-            size, seconds = item.split("=")
+            size, _, seconds = item.partition("=")
+            if f"L{size}" not in cfg["models"] or not seconds:
+                raise SystemExit(f"--train-seconds {item!r}: expected SIZE=SECONDS, SIZE one of {', '.join(m[1:] for m in cfg['models'])}")
             cfg["models"][f"L{size}"]["seconds"] = float(seconds)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
