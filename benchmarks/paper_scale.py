@@ -41,6 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fidelity_campaign import _pm, kappa4_cell, specific_heat_cells  # noqa: E402
 
+from skild_phys.checkpoint import read_log  # noqa: E402
 from skild_phys.workflow import option_argv  # noqa: E402
 
 FULL = {
@@ -137,13 +138,6 @@ def last_rate(run: Path) -> float | None:
     return rates[-1] if rates else None
 
 
-def read_log(run: Path) -> list[dict]:
-    path = Path(run) / "log.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def train_model(runner: Runner, cfg: dict, name: str, m: dict, data: Path, work: Path, device: str,
                 seconds: float) -> dict:
     """Probe the rate, then train for `seconds` worth of steps; returns the model's record."""
@@ -176,14 +170,13 @@ def train_model(runner: Runner, cfg: dict, name: str, m: dict, data: Path, work:
     return rec
 
 
-def evaluate(runner: Runner, cfg: dict, e: dict, m: dict, data: Path, work: Path, device: str,
-             timeout: float | None = None) -> dict:
+def evaluate(runner: Runner, cfg: dict, e: dict, m: dict, data: Path, work: Path, device: str) -> dict:
     out = work / f"eval_{e['model']}_x{e['factor']}"
     stage = runner.run(f"evaluate {e['model']} {e['factor']}x", "evaluate", {
         "checkpoint": str(work / e["model"]), "truth": str(data / f"{m['test']}.zarr"), "out": str(out),
         "samples": e["samples"], "gen_samples": e["gen_samples"], "steps": cfg["steps"], "factor": e["factor"],
         "baseline": "gaussian", "precision": cfg["eval_precision"], "batch": e["batch"], "device": device,
-        "seed": cfg["seed"], "overwrite": True, "quiet": True}, timeout=timeout)
+        "seed": cfg["seed"], "overwrite": True, "quiet": True})
     return {**e, "status": stage["status"], "wall_s": stage["wall_s"], "out": str(out)}
 
 
@@ -214,7 +207,9 @@ def row(e: dict, model: dict) -> str:
     return "| " + " | ".join(head + [f"{e['samples']}"] + cells) + " |"
 
 
-def write_summary(out: Path, record: dict, cfg: dict) -> str:
+def write_summary(out: Path, record: dict) -> str:
+    """OUT/summary.md: the table over the evaluations, the models, every command, then each full
+    fidelity table; returns the part before the full tables."""
     from skild_phys.reports.evaluate import TABLE_FILE
 
     lines = ["# Paper-scale check", "", f"Device: {record.get('device', '?')}", "",
@@ -335,7 +330,7 @@ def main() -> None:
 
     (out / "record.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     try:
-        print(write_summary(out, record, cfg), flush=True)
+        print(write_summary(out, record), flush=True)
     except Exception as exc:  # the record and the archive still come back
         print(f"summary failed: {exc!r}", flush=True)
     archive(work, out, list(cfg["models"]))
