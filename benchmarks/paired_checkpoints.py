@@ -35,13 +35,14 @@ def main() -> None:
     ap.add_argument("--truth", required=True)
     ap.add_argument("--blocks", type=int, default=25)
     args = ap.parse_args()
+    found = [p for p in ("marginal", "lowres")
+             if all((Path(d) / f"model_{p}.zarr").is_dir() for d in (args.a, args.b))]
+    if not found:
+        raise SystemExit(f"{args.a} and {args.b} share no super-resolution store (model_marginal.zarr, model_lowres.zarr)")
     truth = xr.open_zarr(args.truth).spins
     print("| protocol | C ratio A | C ratio B | A − B | Δ⟨e⟩ A | Δ⟨e⟩ B | ⟨e⟩ A − B |\n|---|---|---|---|---|---|---|")
-    for protocol in ("marginal", "lowres"):
-        stores = [Path(d) / f"model_{protocol}.zarr" for d in (args.a, args.b)]
-        if not all(s.is_dir() for s in stores):
-            continue
-        (ea, ia), (eb, ib) = energies(stores[0]), energies(stores[1])
+    for protocol in found:
+        (ea, ia), (eb, ib) = (energies(Path(d) / f"model_{protocol}.zarr") for d in (args.a, args.b))
         if not np.array_equal(ia, ib):
             raise SystemExit(f"{protocol}: the two evaluations super-resolved different truth configurations")
         et = ISING.observables(truth.values[ia].astype(np.int8))["energy"]
