@@ -312,6 +312,64 @@ def test_loss_of_oracle_is_mean_alpha_bar():
     assert abs(float(z)) < Z_MAX
 
 
+def _scaled_input_net(process, c):
+    """A stand-in network (x, n, cond) -> pixels whose output in the basis is V̂ = c X_n / √S0."""
+    def net(x, n, cond=None):
+        X = process.basis.forward(x.to(torch.float64))
+        return process.basis.inverse(c * X / torch.sqrt(process.S0)).to(x.dtype)
+    return net
+
+
+@pytest.mark.parametrize("step", [40, 300, 1000])
+def test_v_loss_and_eps_loss_closed_form(step):
+    # For Gaussian X_0 ~ N(0, S0) the v-target V = √(1−ᾱ) X_0/√S0 − √ᾱ ε is a unit normal
+    # independent of X_n (their covariance √(1−ᾱ)√ᾱ − √ᾱ√(1−ᾱ) vanishes), so a network
+    # answering V̂ = c X_n/√S0 has v-loss 1 + c² in every mode and ε-loss ᾱ (1 + c²): the
+    # v-weight is the ε-loss divided by ᾱ per mode.  A target with the wrong sign of ε
+    # would give 1 + c² − 4c √(ᾱ(1−ᾱ)).  At n = N most modes have ᾱ below 1e-30, where
+    # the ε-loss is its rounding (not checked) and dividing it by ᾱ is no longer possible;
+    # the v-loss stays exact.
+    from skild_phys.methods.skild import skild_objective
+
+    process = gen_process()
+    B, c = 4000, 0.5
+    g = torch.Generator().manual_seed(11)
+    x0 = process.basis.inverse(randn((B, 1, H, H), g) * torch.sqrt(process.S0))
+    n = torch.full((B,), step)
+    net = _scaled_input_net(process, c)
+    seed = 12
+    v = skild_objective("v", "v")(net, process, x0, torch.Generator().manual_seed(seed), n)
+    eps = skild_objective("v", "eps")(net, process, x0, torch.Generator().manual_seed(seed), n)
+    mean_alpha_bar = float(process.alpha_bar(step).mean())
+    checks = [(v, 1 + c**2)] + ([(eps, mean_alpha_bar * (1 + c**2))] if mean_alpha_bar > 1e-6 else [])
+    for loss, expected in checks:
+        z = (loss.mean() - expected) / (loss.std() / math.sqrt(B))
+        assert abs(float(z)) < Z_MAX, (step, float(loss.mean()), expected)
+
+
+def test_zero_v_network_is_the_gaussian_denoiser():
+    # V̂ = 0 gives ε̂ = √(1−ᾱ_n) X_n/√S0: the exact denoiser for Gaussian data, which is why
+    # a v-network starts from what the spectrum alone explains.
+    from skild_phys.methods.skild import network_denoiser
+    from skild_phys.process.diffusion import gaussian_denoiser
+
+    process = gen_process()
+    g = torch.Generator().manual_seed(13)
+    x = randn((3, 1, H, H), g)
+    n = torch.tensor([1, 400, process.N])
+    zero = network_denoiser(lambda x, n, cond: torch.zeros_like(x), process, "v")(x, n)
+    torch.testing.assert_close(zero, gaussian_denoiser(process)(x, n), rtol=1e-12, atol=1e-12)
+
+
+def test_v_loss_needs_v_parameterization():
+    from skild_phys.methods.skild import skild_objective
+
+    with pytest.raises(ValueError):
+        skild_objective("eps", "v")
+    with pytest.raises(ValueError):
+        skild_objective("v", "elbo")
+
+
 def test_loss_per_sample_generators_are_batch_independent():
     process = sr_process()
     x0 = torch.linspace(-1, 1, 3 * H * H, dtype=torch.float64).reshape(3, 1, H, H)

@@ -108,6 +108,36 @@ def test_validation_loss_does_not_perturb_training(tmp_path, store16, store8):
         train(_new_run(tmp_path, ds, "bad")[0], ds, bad, S0, progress=False, log=lambda m: None)
 
 
+def test_v_weighted_loss_trains_and_reports_the_eps_validation_loss(tmp_path, store16):
+    """--loss-weight v changes the gradient, not the yardstick: the logged validation loss stays the
+    ε-MSE of the same fixed draws, so runs of either weighting compare on it."""
+    from skild_phys.methods.skild import skild_objective
+    from skild_phys.training.train import validation
+
+    ds = LatticeStore(store16)
+    runs = {}
+    for weight in ("eps", "v"):
+        run, config, S0 = _new_run(tmp_path, ds, weight, loss_weight=weight, val_data=str(store16), val_samples=6,
+                                   val_every=20)
+        train(run, ds, config, S0, progress=False, log=lambda m: None)
+        runs[weight] = run
+    a, b = (checkpoint.load_resume(runs[w]) for w in ("eps", "v"))
+    assert any(not torch.equal(t, b["model"][k]) for k, t in a["model"].items())
+    model = load_model(runs["v"], "cpu")
+    settings = TrainSettings(**model.config.train)
+    record = validation(ds, model.process, skild_objective("v", "eps"), settings, torch.device("cpu"))(model.net)
+    logged = [json.loads(line) for line in (runs["v"] / checkpoint.LOG_FILE).read_text().splitlines()]
+    assert [r["val_loss"] for r in logged if "val_loss" in r][-1] == pytest.approx(record["val_loss"], rel=1e-6)
+    assert model.config.train["loss_weight"] == "v"
+
+
+def test_loss_weight_v_is_refused_where_it_does_not_apply(tmp_path, store8):
+    for extra in (("--parameterization", "eps"), ("--model", "sr3")):
+        out = tmp_path / extra[1]
+        msg = _one_line_error(_cli("train", "--data", store8, "--out", out, "--steps", 2, "--loss-weight", "v", *extra))
+        assert "--loss-weight" in msg and not out.exists()
+
+
 def test_cosine_learning_rate_and_network_shape():
     s = TrainSettings(steps=110, warmup=10, lr_decay="cosine")
     assert s.lr_factor(0) == pytest.approx(0.1) and s.lr_factor(9) == 1.0

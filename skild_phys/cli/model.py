@@ -112,6 +112,9 @@ def _shape(channels, blocks, attention, mid_attention) -> dict:
 @click.option("--n-sampling", default="uniform", type=click.Choice(["uniform", "sr"]),
               help="Steps n of the loss: uniform on 1..N, or sr (3/4 of them uniform on the steps a --factor "
                    "super-resolution chain runs through, 1/4 on all).")
+@click.option("--loss-weight", default="eps", type=click.Choice(["eps", "v"]),
+              help="SKILD loss per mode: eps (the paper's ε-MSE: a mode still mostly noise weighs little) or v "
+                   "(the v-MSE: every mode's X0 error weighted by 1 + SNR; needs --parameterization v).")
 @click.option("--channels", type=int, default=None, help="Network base width [default: the --net size's].")
 @click.option("--blocks", type=int, default=None, help="Residual blocks per level [default: the --net size's].")
 @click.option("--attention", default=None,
@@ -129,8 +132,8 @@ def _shape(channels, blocks, attention, mid_attention) -> dict:
 @_threads
 def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, size, steps, batch, lr, warmup,
           ema_decay, seed, no_augment, checkpoint_every, log_every, resume, overwrite, model_kind, parameterization,
-          lr_decay, n_sampling, channels, blocks, attention, mid_attention, val_data, val_samples, val_every,
-          precision, compile_net, quiet, device, threads):
+          lr_decay, n_sampling, loss_weight, channels, blocks, attention, mid_attention, val_data, val_samples,
+          val_every, precision, compile_net, quiet, device, threads):
     """Train a diffusion model (SKILD, or the SR3 baseline) on a configuration store or image set.
 
     Writes RUN/model.pt (EMA weights for sampling), RUN/resume.pt (full training state),
@@ -146,6 +149,9 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
 
     if k_c is not None and not k_c >= 0:
         raise InputError(f"--k-c must be 0 or positive, got {k_c:g}")
+    if loss_weight != "eps" and (model_kind != "skild" or parameterization != "v"):
+        raise InputError(f"--loss-weight {loss_weight} is a SKILD loss of the v parameterization "
+                         f"(got --model {model_kind} --parameterization {parameterization})")
     from skild_phys.methods.skild import pick_device
 
     pick_device(device)  # a device this machine lacks is refused before the run directory exists
@@ -162,13 +168,13 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
         _train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, size, steps, batch, lr, warmup,
                ema_decay, seed, no_augment, checkpoint_every, log_every, resume, overwrite, model_kind,
                parameterization, lr_decay, n_sampling, channels, blocks, attention, mid_attention, val_data,
-               val_samples, val_every, quiet, device, inputs, precision, compile_net)
+               val_samples, val_every, quiet, device, inputs, precision, compile_net, loss_weight)
 
 
 def _train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, size, steps, batch, lr, warmup,
            ema_decay, seed, no_augment, checkpoint_every, log_every, resume, overwrite, model_kind, parameterization,
            lr_decay, n_sampling, channels, blocks, attention, mid_attention, val_data, val_samples, val_every, quiet,
-           device, inputs, precision="fp32", compile_net=False):
+           device, inputs, precision="fp32", compile_net=False, loss_weight="eps"):
     from skild_phys.data.adapters import open_dataset
     from skild_phys.methods import get_method
     from skild_phys.methods.skild import data_defaults
@@ -184,6 +190,7 @@ def _train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, 
     settings = TrainSettings(steps=steps, batch=batch, lr=lr, warmup=warmup, ema_decay=ema_decay, seed=seed,
                              augment=not no_augment, checkpoint_every=checkpoint_every,
                              log_every=log_every, device=device, lr_decay=lr_decay, n_sampling=n_sampling,
+                             loss_weight=loss_weight,
                              val_data=val_data, val_samples=val_samples, val_every=val_every,
                              precision=precision, compile=compile_net)
     settings.validate()

@@ -19,7 +19,7 @@ class Method:
 
     name: str
     resolve_config: Callable
-    objective: Callable  # config -> per-sample training loss, or None for the SKILD ε-MSE of train.train
+    objective: Callable  # config -> per-sample training loss, or None for the SKILD loss of train.train
     load: Callable  # (run, device) -> model with .config, .process, .eps_hat
     superres_start: Callable  # (model, dataset, factor, lowres, lowres_start) -> methods.starts.StartSpec
 

@@ -192,7 +192,8 @@ def network_denoiser(net, process: Process, parameterization: str, cond: torch.T
            v-prediction (Salimans & Ho 2022) in S0-whitened coefficients.  Where a mode is pure
            noise (ᾱ_n → 0) ε̂ is exactly X_n/√S0 whatever the network says, so X̂_0 no longer
            divides network errors by √ᾱ_n; where it is resolved (ᾱ_n → 1) ε̂ = −V.  The
-           training loss is still the ε-MSE, i.e. the v-MSE weighted by ᾱ_n per mode.
+           default training loss is still the ε-MSE, i.e. the v-MSE weighted by ᾱ_n per mode
+           (skild_objective: --loss-weight).
     """
     if parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"unknown parameterization {parameterization!r}; choose one of {PARAMETERIZATIONS}")
@@ -208,6 +209,40 @@ def network_denoiser(net, process: Process, parameterization: str, cond: torch.T
         return process.basis.inverse(eps_k)
 
     return eps_hat
+
+
+LOSS_WEIGHTS = ("eps", "v")
+
+
+def skild_objective(parameterization: str, loss_weight: str = "eps"):
+    """The SKILD training loss objective(net, process, x0, generator, n=None) -> (B,) per sample.
+
+    "eps": mean over modes of (ε̂ − ε)² (the paper's ε-MSE).  Per mode it weighs the whitened
+           X̂_0 error by SNR = ᾱ_n/(1 − ᾱ_n), so a mode that is still mostly noise costs almost
+           nothing, however the network fills it in.
+    "v":   mean over modes of (V̂ − V)² with V = √(1−ᾱ_n) X_0/√S0 − √ᾱ_n ε, the target of the
+           v-parameterised network (network_denoiser): the ε-MSE divided by ᾱ_n per mode, i.e.
+           the X̂_0 error weighted by 1 + SNR (Salimans & Ho 2022), so the modes the network
+           must infer from the resolved ones weigh as much as those it only denoises.
+           Computed from V directly: exact also where ᾱ_n underflows.  Needs parameterization v.
+    Both draw (n, ε) through Process.noised, so the same generator gives the same draws.
+    """
+    if loss_weight not in LOSS_WEIGHTS:
+        raise ValueError(f"unknown loss weight {loss_weight!r}; choose one of {LOSS_WEIGHTS}")
+    if loss_weight == "eps":
+        return lambda net, proc, x0, g, n=None: proc.loss(network_denoiser(net, proc, parameterization), x0, g, n)
+    if parameterization != "v":
+        raise ValueError("the v-weighted loss needs the v parameterization")
+
+    def v_loss(net, proc: Process, x0: torch.Tensor, g, n=None) -> torch.Tensor:
+        n, eps, X0, X_n = proc.noised(x0, g, n)
+        la = proc.log_alpha_bar(n)
+        target = (torch.sqrt(-torch.expm1(la)).to(X0) * X0 / torch.sqrt(proc.S0).to(X0)
+                  - torch.exp(la / 2).to(X0) * eps)
+        out = net(proc.basis.inverse(X_n).to(torch.float32), n, None).to(X0.dtype)
+        return (proc.basis.forward(out) - target).square().reshape(x0.shape[0], -1).mean(dim=1)
+
+    return v_loss
 
 
 @dataclass

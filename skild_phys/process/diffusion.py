@@ -139,11 +139,12 @@ class Process:
         return torch.sqrt(-torch.expm1(self.log_alpha_bar(self.N)) * self.S0).to(z) * z
 
     # ---- training --------------------------------------------------------------------- #
-    def loss(self, eps_hat: Denoiser, x0: torch.Tensor, generator, n: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-sample ε-prediction loss: mean over modes of (basis.forward(ε̂) − ε)², n ~ U{1…N}.
+    def noised(self, x0: torch.Tensor, generator, n: torch.Tensor | None = None):
+        """(n, ε, X_0, X_n) of one training batch: n ~ U{1…N} unless given, ε white in the basis.
 
-        Returns shape (B,).  With a list of per-sample generators, each sample's n and ε
-        come from its own generator.
+        With a list of per-sample generators, each sample's n and ε come from its own
+        generator.  Every loss draws through here, so losses of different weighting see the
+        same (n, ε) for the same generator state.
         """
         B = x0.shape[0]
         if n is None:
@@ -153,9 +154,17 @@ class Process:
                 n = torch.cat([torch.randint(1, self.N + 1, (1,), generator=g, device=g.device) for g in generator])
         n = n.to(x0.device)
         eps = randn(x0.shape, generator, dtype=x0.dtype, device=x0.device)
-        X_n = self.marginal(self.basis.forward(x0), n, eps)
+        X0 = self.basis.forward(x0)
+        return n, eps, X0, self.marginal(X0, n, eps)
+
+    def loss(self, eps_hat: Denoiser, x0: torch.Tensor, generator, n: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sample ε-prediction loss: mean over modes of (basis.forward(ε̂) − ε)², n ~ U{1…N}.
+
+        Returns shape (B,); the draws are `noised`'s.
+        """
+        n, eps, _, X_n = self.noised(x0, generator, n)
         eps_hat_k = self.basis.forward(eps_hat(self.basis.inverse(X_n), n))
-        return (eps_hat_k - eps).square().reshape(B, -1).mean(dim=1)
+        return (eps_hat_k - eps).square().reshape(x0.shape[0], -1).mean(dim=1)
 
 
 def gaussian_denoiser(process: Process) -> Denoiser:

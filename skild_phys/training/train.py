@@ -28,9 +28,10 @@ from skild_base.errors import InputError
 from skild_phys import checkpoint
 from skild_phys.config import RunConfig
 from skild_phys.methods.skild import (
+    LOSS_WEIGHTS,
     build_network,
     build_process,
-    network_denoiser,
+    skild_objective,
 )
 from skild_phys.networks.precision import PRECISIONS, accelerate
 from skild_phys.training import ddp
@@ -38,7 +39,7 @@ from skild_phys.training import ddp
 # Settings that may change between a run and its resumption (the rest must match).
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "device", "val_data", "val_samples", "val_every",
                      "compile")
-ADDED_SETTINGS = ("precision", "compile")  # TrainSettings fields newer than some runs: their defaults apply
+ADDED_SETTINGS = ("precision", "compile", "loss_weight")  # TrainSettings fields newer than some runs: their defaults apply
 LR_DECAYS = ("none", "cosine")
 N_SAMPLINGS = ("uniform", "sr")
 SR_SHARE = 0.75  # n_sampling "sr": share of the loss's steps drawn from the super-resolution range
@@ -62,6 +63,7 @@ class TrainSettings:
     device: str = "auto"
     lr_decay: str = "none"  # after warm-up: constant, or cosine to zero at `steps`
     n_sampling: str = "uniform"  # steps n of the loss: uniform on 1..N, or "sr" (see draw_steps)
+    loss_weight: str = "eps"  # SKILD loss per mode: the ε-MSE, or the v-MSE (see skild_objective)
     val_data: str | None = None  # held-out store for the validation loss
     val_samples: int = 32
     val_every: int = 500
@@ -82,6 +84,8 @@ class TrainSettings:
             raise InputError(f"--lr-decay must be one of {', '.join(LR_DECAYS)}, got {self.lr_decay!r}")
         if self.n_sampling not in N_SAMPLINGS:
             raise InputError(f"--n-sampling must be one of {', '.join(N_SAMPLINGS)}, got {self.n_sampling!r}")
+        if self.loss_weight not in LOSS_WEIGHTS:
+            raise InputError(f"--loss-weight must be one of {', '.join(LOSS_WEIGHTS)}, got {self.loss_weight!r}")
         if self.val_samples < 1 or self.val_every < 1:
             raise InputError("--val-samples and --val-every must be at least 1")
         if self.precision not in PRECISIONS:
@@ -138,7 +142,8 @@ def train(run, dataset, config: RunConfig, S0, resume: bool = False, progress: b
     """Train (or continue) the run in RUN on `dataset`; returns the final log record.
 
     objective(net, process, x0, generator, n=None) -> per-sample loss (n: fixed steps, else drawn);
-    default: the SKILD ε-MSE.
+    default: the SKILD loss of the run's loss_weight.  The validation loss is always the
+    objective given, or else the SKILD ε-MSE, so runs of either weighting compare on it.
     """
     settings = TrainSettings(**config.train)
     settings.validate()
@@ -177,9 +182,11 @@ def train(run, dataset, config: RunConfig, S0, resume: bool = False, progress: b
             return _last_loss_record(run)
         log(f"resuming {run} at step {step}")
     process = build_process(config, S0).to(device)
-    param = config.parameterization
-    objective = objective or (lambda net_, proc, x0, g, n=None: proc.loss(network_denoiser(net_, proc, param), x0, g, n))
-    validate = validation(dataset, process, objective, settings, device) if ranks.main else None
+    if objective is not None and settings.loss_weight != "eps":
+        raise InputError(f"--loss-weight {settings.loss_weight} applies to SKILD's own loss, not to {config.model}'s")
+    val_objective = objective or skild_objective(config.parameterization, "eps")
+    objective = objective or skild_objective(config.parameterization, settings.loss_weight)
+    validate = validation(dataset, process, val_objective, settings, device) if ranks.main else None
     n_sr = sr_range(config, process)
     model = accelerate(ddp.wrap(net, ranks), device, settings.precision, settings.compile)
     if ranks.main:
