@@ -347,6 +347,24 @@ def test_v_loss_and_eps_loss_closed_form(step):
         assert abs(float(z)) < Z_MAX, (step, float(loss.mean()), expected)
 
 
+def test_v_sr_loss_is_v_below_the_split_and_eps_above():
+    # Per sample, the same draws: the v-MSE for n <= n_sr, the ε-MSE for n > n_sr.
+    from skild_phys.methods.skild import skild_objective
+
+    process = gen_process()
+    g = torch.Generator().manual_seed(14)
+    x0 = process.basis.inverse(randn((4, 1, H, H), g) * torch.sqrt(process.S0))
+    n = torch.tensor([10, 300, 301, 900])
+    net = _scaled_input_net(process, 0.3)
+    losses = {w: skild_objective("v", w, n_sr=300)(net, process, x0, torch.Generator().manual_seed(15), n)
+              for w in ("eps", "v", "v-sr")}
+    torch.testing.assert_close(losses["v-sr"][:2], losses["v"][:2], rtol=1e-12, atol=0)
+    torch.testing.assert_close(losses["v-sr"][2:], losses["eps"][2:], rtol=1e-4, atol=1e-12)
+    assert not torch.allclose(losses["v"][2:], losses["eps"][2:])
+    with pytest.raises(ValueError):
+        skild_objective("v", "v-sr")
+
+
 def test_zero_v_network_is_the_gaussian_denoiser():
     # V̂ = 0 gives ε̂ = √(1−ᾱ_n) X_n/√S0: the exact denoiser for Gaussian data, which is why
     # a v-network starts from what the spectrum alone explains.

@@ -132,9 +132,10 @@ def test_v_weighted_loss_trains_and_reports_the_eps_validation_loss(tmp_path, st
 
 
 def test_loss_weight_v_is_refused_where_it_does_not_apply(tmp_path, store8):
-    for extra in (("--parameterization", "eps"), ("--model", "sr3")):
+    for weight, extra in (("v", ("--parameterization", "eps")), ("v-sr", ("--model", "sr3"))):
         out = tmp_path / extra[1]
-        msg = _one_line_error(_cli("train", "--data", store8, "--out", out, "--steps", 2, "--loss-weight", "v", *extra))
+        msg = _one_line_error(_cli("train", "--data", store8, "--out", out, "--steps", 2, "--loss-weight", weight,
+                                   *extra))
         assert "--loss-weight" in msg and not out.exists()
 
 

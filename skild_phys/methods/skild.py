@@ -211,28 +211,34 @@ def network_denoiser(net, process: Process, parameterization: str, cond: torch.T
     return eps_hat
 
 
-LOSS_WEIGHTS = ("eps", "v")
+LOSS_WEIGHTS = ("eps", "v", "v-sr")
 
 
-def skild_objective(parameterization: str, loss_weight: str = "eps"):
+def skild_objective(parameterization: str, loss_weight: str = "eps", n_sr: int | None = None):
     """The SKILD training loss objective(net, process, x0, generator, n=None) -> (B,) per sample.
 
-    "eps": mean over modes of (ε̂ − ε)² (the paper's ε-MSE).  Per mode it weighs the whitened
-           X̂_0 error by SNR = ᾱ_n/(1 − ᾱ_n), so a mode that is still mostly noise costs almost
-           nothing, however the network fills it in.
-    "v":   mean over modes of (V̂ − V)² with V = √(1−ᾱ_n) X_0/√S0 − √ᾱ_n ε, the target of the
-           v-parameterised network (network_denoiser): the ε-MSE divided by ᾱ_n per mode, i.e.
-           the X̂_0 error weighted by 1 + SNR (Salimans & Ho 2022), so the modes the network
-           must infer from the resolved ones weigh as much as those it only denoises.
-           Computed from V directly: exact also where ᾱ_n underflows.  Needs parameterization v.
-    Both draw (n, ε) through Process.noised, so the same generator gives the same draws.
+    "eps":  mean over modes of (ε̂ − ε)² (the paper's ε-MSE).  Per mode it weighs the whitened
+            X̂_0 error by SNR = ᾱ_n/(1 − ᾱ_n), so a mode that is still mostly noise costs almost
+            nothing, however the network fills it in.
+    "v":    mean over modes of (V̂ − V)² with V = √(1−ᾱ_n) X_0/√S0 − √ᾱ_n ε, the target of the
+            v-parameterised network (network_denoiser): the ε-MSE divided by ᾱ_n per mode, i.e.
+            the X̂_0 error weighted by 1 + SNR (Salimans & Ho 2022), so the modes the network
+            must infer from the resolved ones weigh as much as those it only denoises.
+            Computed from V directly: exact also where ᾱ_n underflows.
+    "v-sr": the v-MSE on the steps n ≤ n_sr (the super-resolution range of the run's factor),
+            the ε-MSE (as ᾱ_n (V̂ − V)², the same number) above it, where nearly every mode is
+            noise and the v-MSE's unit loss per noise mode would drown the few resolved ones.
+    "v" and "v-sr" need parameterization v.  All draw (n, ε) through Process.noised, so the
+    same generator gives the same draws.
     """
     if loss_weight not in LOSS_WEIGHTS:
         raise ValueError(f"unknown loss weight {loss_weight!r}; choose one of {LOSS_WEIGHTS}")
     if loss_weight == "eps":
         return lambda net, proc, x0, g, n=None: proc.loss(network_denoiser(net, proc, parameterization), x0, g, n)
     if parameterization != "v":
-        raise ValueError("the v-weighted loss needs the v parameterization")
+        raise ValueError(f"the {loss_weight}-weighted loss needs the v parameterization")
+    if loss_weight == "v-sr" and n_sr is None:
+        raise ValueError("the v-sr loss needs the super-resolution range n_sr")
 
     def v_loss(net, proc: Process, x0: torch.Tensor, g, n=None) -> torch.Tensor:
         n, eps, X0, X_n = proc.noised(x0, g, n)
@@ -240,7 +246,11 @@ def skild_objective(parameterization: str, loss_weight: str = "eps"):
         target = (torch.sqrt(-torch.expm1(la)).to(X0) * X0 / torch.sqrt(proc.S0).to(X0)
                   - torch.exp(la / 2).to(X0) * eps)
         out = net(proc.basis.inverse(X_n).to(torch.float32), n, None).to(X0.dtype)
-        return (proc.basis.forward(out) - target).square().reshape(x0.shape[0], -1).mean(dim=1)
+        err = (proc.basis.forward(out) - target).square()
+        if loss_weight == "v-sr":
+            above = (n > n_sr).view(-1, 1, 1, 1)
+            err = torch.where(above, torch.exp(la).to(X0) * err, err)
+        return err.reshape(x0.shape[0], -1).mean(dim=1)
 
     return v_loss
 

@@ -63,7 +63,7 @@ class TrainSettings:
     device: str = "auto"
     lr_decay: str = "none"  # after warm-up: constant, or cosine to zero at `steps`
     n_sampling: str = "uniform"  # steps n of the loss: uniform on 1..N, or "sr" (see draw_steps)
-    loss_weight: str = "eps"  # SKILD loss per mode: the ε-MSE, or the v-MSE (see skild_objective)
+    loss_weight: str = "eps"  # SKILD loss per mode: the ε-MSE, the v-MSE, or v on the SR steps (skild_objective)
     val_data: str | None = None  # held-out store for the validation loss
     val_samples: int = 32
     val_every: int = 500
@@ -184,10 +184,10 @@ def train(run, dataset, config: RunConfig, S0, resume: bool = False, progress: b
     process = build_process(config, S0).to(device)
     if objective is not None and settings.loss_weight != "eps":
         raise InputError(f"--loss-weight {settings.loss_weight} applies to SKILD's own loss, not to {config.model}'s")
-    val_objective = objective or skild_objective(config.parameterization, "eps")
-    objective = objective or skild_objective(config.parameterization, settings.loss_weight)
-    validate = validation(dataset, process, val_objective, settings, device) if ranks.main else None
     n_sr = sr_range(config, process)
+    val_objective = objective or skild_objective(config.parameterization, "eps")
+    objective = objective or skild_objective(config.parameterization, settings.loss_weight, n_sr)
+    validate = validation(dataset, process, val_objective, settings, device) if ranks.main else None
     model = accelerate(ddp.wrap(net, ranks), device, settings.precision, settings.compile)
     if ranks.main:
         checkpoint.write_json(config.to_dict(), run / checkpoint.CONFIG_FILE)
