@@ -139,6 +139,18 @@ def test_loss_weight_v_is_refused_where_it_does_not_apply(tmp_path, store8):
         assert "--loss-weight" in msg and not out.exists()
 
 
+def test_default_loss_weight_follows_data_method_and_parameterization(tmp_path, store8):
+    """SKILD with v-prediction on a lattice store trains with v-sr by default; the ε-parameterised
+    network and SR3 keep the ε-MSE (the v-weighted losses need V)."""
+    cases = {"skild-v": ((), "v-sr"), "skild-eps": (("--parameterization", "eps"), "eps"),
+             "sr3": (("--model", "sr3"), "eps"), "explicit": (("--loss-weight", "v"), "v")}
+    for name, (extra, expected) in cases.items():
+        out = tmp_path / name
+        r = _cli("train", "--data", store8, "--out", out, "--steps", 1, "--batch", 2, "--quiet", *extra)
+        assert r.exit_code == 0, r.output
+        assert json.loads((out / checkpoint.CONFIG_FILE).read_text())["train"]["loss_weight"] == expected, name
+
+
 def test_cosine_learning_rate_and_network_shape():
     s = TrainSettings(steps=110, warmup=10, lr_decay="cosine")
     assert s.lr_factor(0) == pytest.approx(0.1) and s.lr_factor(9) == 1.0

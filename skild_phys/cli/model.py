@@ -112,10 +112,11 @@ def _shape(channels, blocks, attention, mid_attention) -> dict:
 @click.option("--n-sampling", default="uniform", type=click.Choice(["uniform", "sr"]),
               help="Steps n of the loss: uniform on 1..N, or sr (3/4 of them uniform on the steps a --factor "
                    "super-resolution chain runs through, 1/4 on all).")
-@click.option("--loss-weight", default="eps", type=click.Choice(["eps", "v", "v-sr"]),
+@click.option("--loss-weight", default=None, type=click.Choice(["eps", "v", "v-sr"]),
               help="SKILD loss per mode: eps (the paper's ε-MSE: a mode still mostly noise weighs little), v "
                    "(the v-MSE: every mode's X0 error weighted by 1 + SNR), or v-sr (v on the steps of a --factor "
-                   "super-resolution chain, eps above them); v and v-sr need --parameterization v.")
+                   "super-resolution chain, eps above them); v and v-sr need --parameterization v [default: v-sr "
+                   "for SKILD on lattice stores with --parameterization v, eps otherwise].")
 @click.option("--channels", type=int, default=None, help="Network base width [default: the --net size's].")
 @click.option("--blocks", type=int, default=None, help="Residual blocks per level [default: the --net size's].")
 @click.option("--attention", default=None,
@@ -150,7 +151,7 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
 
     if k_c is not None and not k_c >= 0:
         raise InputError(f"--k-c must be 0 or positive, got {k_c:g}")
-    if loss_weight != "eps" and (model_kind != "skild" or parameterization != "v"):
+    if loss_weight not in (None, "eps") and (model_kind != "skild" or parameterization != "v"):
         raise InputError(f"--loss-weight {loss_weight} is a SKILD loss of the v parameterization "
                          f"(got --model {model_kind} --parameterization {parameterization})")
     from skild_phys.methods.skild import pick_device
@@ -175,7 +176,7 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
 def _train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, size, steps, batch, lr, warmup,
            ema_decay, seed, no_augment, checkpoint_every, log_every, resume, overwrite, model_kind, parameterization,
            lr_decay, n_sampling, channels, blocks, attention, mid_attention, val_data, val_samples, val_every, quiet,
-           device, inputs, precision="fp32", compile_net=False, loss_weight="eps"):
+           device, inputs, precision="fp32", compile_net=False, loss_weight=None):
     from skild_phys.data.adapters import open_dataset
     from skild_phys.methods import get_method
     from skild_phys.methods.skild import data_defaults
@@ -187,6 +188,7 @@ def _train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, 
     defaults = data_defaults(dataset, model_kind)
     lr_decay = lr_decay or defaults["lr_decay"]
     ema_decay = defaults["ema_decay"] if ema_decay is None else ema_decay
+    loss_weight = loss_weight or (defaults["loss_weight"] if parameterization == "v" else "eps")
     ranks = ddp.init_from_env(device)
     settings = TrainSettings(steps=steps, batch=batch, lr=lr, warmup=warmup, ema_decay=ema_decay, seed=seed,
                              augment=not no_augment, checkpoint_every=checkpoint_every,

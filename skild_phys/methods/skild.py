@@ -129,16 +129,20 @@ def net_config(dataset, net: str, periodic: bool | None, shape: dict | None, **e
 # Defaults by kind of data (docs/results/fidelity_campaign.md): a periodic lattice gets the torus's
 # own basis, its measured spectrum, the cosine learning-rate decay and the short EMA that won the
 # campaign; images keep the paper's DCT and power-law fit, a constant learning rate and EMA 0.999.
-DATA_DEFAULTS = {"lattice": {"basis": "fourier", "spectrum": "empirical", "lr_decay": "cosine", "ema_decay": 0.99},
-                 "image": {"basis": "dct", "spectrum": "fit", "lr_decay": "none", "ema_decay": 0.999}}
+DATA_DEFAULTS = {"lattice": {"basis": "fourier", "spectrum": "empirical", "lr_decay": "cosine", "ema_decay": 0.99,
+                             "loss_weight": "v-sr"},
+                 "image": {"basis": "dct", "spectrum": "fit", "lr_decay": "none", "ema_decay": 0.999,
+                           "loss_weight": "eps"}}
 
 
 def data_defaults(dataset, method: str = "skild") -> dict:
-    """The default basis, spectrum mode, learning-rate decay and EMA decay for this kind of training data
-    and method (SR3 keeps the paper's EMA 0.999: the campaign measured the EMA for SKILD only)."""
+    """The default basis, spectrum mode, learning-rate decay, EMA decay and loss weight for this kind of
+    training data and method (SR3 keeps the paper's EMA 0.999 and its own ε-MSE: the campaign measured
+    the EMA and the loss weight for SKILD only)."""
     defaults = dict(DATA_DEFAULTS["image" if dataset.kind == "image" else "lattice"])
     if method != "skild":
         defaults["ema_decay"] = DATA_DEFAULTS["image"]["ema_decay"]
+        defaults["loss_weight"] = "eps"
     return defaults
 
 
