@@ -365,34 +365,21 @@ def test_v_sr_loss_is_v_below_the_split_and_eps_above():
         skild_objective("v", "v-sr")
 
 
-def test_v_sr_scaled_loss_keeps_the_eps_level_per_step():
-    # Below the split, the v-MSE times the mode average of ᾱ_n (the same draws); above, the ε-MSE.
-    # For Gaussian data and V̂ = c X_n/√S0 the v-MSE is 1 + c² and the ε-MSE ᾱ (1 + c²) per mode:
-    # scaled, a super-resolution step's loss has the ε-MSE's mean, mean(ᾱ_n) (1 + c²), while it
-    # still weighs every mode equally.
+def test_v_octave_loss_is_v_only_inside_the_octave():
+    # The same draws: the v-MSE for n_octave < n <= n_sr, the ε-MSE below and above.
     from skild_phys.methods.skild import skild_objective
 
     process = gen_process()
-    g = torch.Generator().manual_seed(16)
-    x0 = process.basis.inverse(randn((4, 1, H, H), g) * torch.sqrt(process.S0))
-    n = torch.tensor([10, 300, 301, 900])
+    g = torch.Generator().manual_seed(20)
+    x0 = process.basis.inverse(randn((5, 1, H, H), g) * torch.sqrt(process.S0))
+    n = torch.tensor([10, 100, 101, 300, 301])
     net = _scaled_input_net(process, 0.3)
-    losses = {w: skild_objective("v", w, n_sr=300)(net, process, x0, torch.Generator().manual_seed(17), n)
-              for w in ("eps", "v", "v-sr-scaled")}
-    level = torch.stack([process.alpha_bar(int(k)).mean() for k in n[:2]])
-    torch.testing.assert_close(losses["v-sr-scaled"][:2], level * losses["v"][:2], rtol=1e-12, atol=0)
-    torch.testing.assert_close(losses["v-sr-scaled"][2:], losses["eps"][2:], rtol=1e-4, atol=1e-12)
-    with pytest.raises(ValueError):
-        skild_objective("v", "v-sr-scaled")
-
-    B, c, step = 4000, 0.5, 300
-    g = torch.Generator().manual_seed(18)
-    x0 = process.basis.inverse(randn((B, 1, H, H), g) * torch.sqrt(process.S0))
-    loss = skild_objective("v", "v-sr-scaled", n_sr=step)(_scaled_input_net(process, c), process, x0,
-                                                           torch.Generator().manual_seed(19), torch.full((B,), step))
-    expected = float(process.alpha_bar(step).mean()) * (1 + c**2)
-    z = (loss.mean() - expected) / (loss.std() / math.sqrt(B))
-    assert abs(float(z)) < Z_MAX, (float(loss.mean()), expected)
+    losses = {w: skild_objective("v", w, n_sr=300, n_octave=100)(net, process, x0, torch.Generator().manual_seed(21), n)
+              for w in ("eps", "v", "v-octave")}
+    inside = torch.tensor([False, False, True, True, False])
+    torch.testing.assert_close(losses["v-octave"][inside], losses["v"][inside], rtol=1e-12, atol=0)
+    torch.testing.assert_close(losses["v-octave"][~inside], losses["eps"][~inside], rtol=1e-4, atol=1e-12)
+    assert not torch.allclose(losses["v"][~inside], losses["eps"][~inside])
 
 
 def test_zero_v_network_is_the_gaussian_denoiser():

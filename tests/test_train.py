@@ -394,3 +394,21 @@ def test_run_config_round_trips_and_fills_what_old_runs_predate(tmp_path, store1
         RunConfig.from_dict({**config.to_dict(), "colour": "blue"})
     with pytest.raises(InputError, match="incomplete"):
         RunConfig.from_dict({"H": 16})
+
+
+def test_octave_start_is_the_start_step_of_half_the_factor(store16):
+    """v-octave's lower end: the step where a 4x chain on L = 16 reaches resolution 8 (the start of
+    a 2x chain), inside the 4x range; a 2x run has no lower end."""
+    from skild_phys.methods.skild import build_process
+    from skild_phys.training.train import octave_start, sr_range
+
+    ds = LatticeStore(store16)
+    for factor in (4, 2):
+        settings = TrainSettings(steps=1, batch=2, device="cpu")
+        config, S0 = resolve_config(ds, "auto", factor, None, "tiny", None, "fourier", "empirical", settings, "v")
+        process = build_process(config, S0)
+        n_oct, n_sr = octave_start(config, process), sr_range(config, process)
+        if factor == 4:
+            assert n_oct == process.schedule.start_step(8) and 0 < n_oct < n_sr == process.schedule.start_step(4)
+        else:
+            assert n_oct == 0 and n_sr == process.schedule.start_step(8)

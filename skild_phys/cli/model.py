@@ -112,13 +112,12 @@ def _shape(channels, blocks, attention, mid_attention) -> dict:
 @click.option("--n-sampling", default="uniform", type=click.Choice(["uniform", "sr"]),
               help="Steps n of the loss: uniform on 1..N, or sr (3/4 of them uniform on the steps a --factor "
                    "super-resolution chain runs through, 1/4 on all).")
-@click.option("--loss-weight", default=None, type=click.Choice(["eps", "v", "v-sr", "v-sr-scaled"]),
-              help="SKILD loss per mode: eps (the paper's ε-MSE: a mode still mostly noise weighs little), v "
-                   "(the v-MSE: every mode's X0 error weighted by 1 + SNR), or v-sr (v on the steps of a --factor "
-                   "super-resolution chain, eps above them), or v-sr-scaled (v-sr with each of those steps' "
-                   "v-MSE scaled to the eps-MSE's level: the mode average of the signal fraction); the v "
-                   "weights need --parameterization v [default: v-sr "
-                   "for SKILD on lattice stores with --parameterization v, eps otherwise].")
+@click.option("--loss-weight", default=None, type=click.Choice(["eps", "v", "v-sr", "v-octave"]),
+              help="SKILD loss per mode. eps: the paper's ε-MSE (a mode still mostly noise weighs little); v: the "
+                   "v-MSE (every mode's X0 error weighted by 1 + SNR); v-sr: v on the steps of a --factor "
+                   "super-resolution chain, eps above them; v-octave: v only on the steps where that chain resolves its "
+                   "first octave (H/factor to 2H/factor), eps elsewhere. The v weights need --parameterization v "
+                   "[default: v-sr for SKILD on lattice stores with --parameterization v, eps otherwise].")
 @click.option("--channels", type=int, default=None, help="Network base width [default: the --net size's].")
 @click.option("--blocks", type=int, default=None, help="Residual blocks per level [default: the --net size's].")
 @click.option("--attention", default=None,

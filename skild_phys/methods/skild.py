@@ -215,10 +215,11 @@ def network_denoiser(net, process: Process, parameterization: str, cond: torch.T
     return eps_hat
 
 
-LOSS_WEIGHTS = ("eps", "v", "v-sr", "v-sr-scaled")
+LOSS_WEIGHTS = ("eps", "v", "v-sr", "v-octave")
 
 
-def skild_objective(parameterization: str, loss_weight: str = "eps", n_sr: int | None = None):
+def skild_objective(parameterization: str, loss_weight: str = "eps", n_sr: int | None = None,
+                    n_octave: int = 0):
     """The SKILD training loss objective(net, process, x0, generator, n=None) -> (B,) per sample.
 
     "eps":  mean over modes of (ε̂ − ε)² (the paper's ε-MSE).  Per mode it weighs the whitened
@@ -232,12 +233,12 @@ def skild_objective(parameterization: str, loss_weight: str = "eps", n_sr: int |
     "v-sr": the v-MSE on the steps n ≤ n_sr (the super-resolution range of the run's factor),
             the ε-MSE (as ᾱ_n (V̂ − V)², the same number) above it, where nearly every mode is
             noise and the v-MSE's unit loss per noise mode would drown the few resolved ones.
-    "v-sr-scaled": v-sr with the v-MSE of a step n ≤ n_sr multiplied by the mode average of
-            ᾱ_n.  Within a step the modes keep v's weights; across steps the loss keeps the
-            ε-MSE's level (for Gaussian data the best v-MSE is 1 at every step and the best
-            ε-MSE the mode average of ᾱ_n), so the super-resolution steps do not outweigh the
-            steps above n_sr, which only generation runs through.
-    "v", "v-sr" and "v-sr-scaled" need parameterization v.  All draw (n, ε) through Process.noised, so the
+    "v-octave": the v-MSE only on the steps n_octave < n ≤ n_sr, where a super-resolution chain
+            of the run's factor resolves its first octave (from H/factor to 2H/factor; n_octave is
+            the start step of half the factor, 0 for factor 2), and the ε-MSE on every other
+            step: v where the chain draws the coarse structure next to the given one, ε where it
+            fills in the finer texture and above n_sr.
+    The v weights need parameterization v.  All draw (n, ε) through Process.noised, so the
     same generator gives the same draws.
     """
     if loss_weight not in LOSS_WEIGHTS:
@@ -246,7 +247,7 @@ def skild_objective(parameterization: str, loss_weight: str = "eps", n_sr: int |
         return lambda net, proc, x0, g, n=None: proc.loss(network_denoiser(net, proc, parameterization), x0, g, n)
     if parameterization != "v":
         raise ValueError(f"the {loss_weight}-weighted loss needs the v parameterization")
-    if loss_weight.startswith("v-sr") and n_sr is None:
+    if loss_weight != "v" and n_sr is None:
         raise ValueError(f"the {loss_weight} loss needs the super-resolution range n_sr")
 
     def v_loss(net, proc: Process, x0: torch.Tensor, g, n=None) -> torch.Tensor:
@@ -259,11 +260,9 @@ def skild_objective(parameterization: str, loss_weight: str = "eps", n_sr: int |
         if loss_weight == "v-sr":
             above = (n > n_sr).view(-1, 1, 1, 1)
             err = torch.where(above, torch.exp(la).to(X0) * err, err)
-        elif loss_weight == "v-sr-scaled":
-            above = (n > n_sr).view(-1, 1, 1, 1)
-            alpha_bar = torch.exp(la).to(X0)
-            level = alpha_bar.reshape(alpha_bar.shape[0], -1).mean(dim=1).view(-1, 1, 1, 1)
-            err = torch.where(above, alpha_bar * err, level * err)
+        elif loss_weight == "v-octave":
+            outside = ((n > n_sr) | (n <= n_octave)).view(-1, 1, 1, 1)
+            err = torch.where(outside, torch.exp(la).to(X0) * err, err)
         return err.reshape(x0.shape[0], -1).mean(dim=1)
 
     return v_loss

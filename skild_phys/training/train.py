@@ -186,7 +186,8 @@ def train(run, dataset, config: RunConfig, S0, resume: bool = False, progress: b
         raise InputError(f"--loss-weight {settings.loss_weight} applies to SKILD's own loss, not to {config.model}'s")
     n_sr = sr_range(config, process)
     val_objective = objective or skild_objective(config.parameterization, "eps")
-    objective = objective or skild_objective(config.parameterization, settings.loss_weight, n_sr)
+    objective = objective or skild_objective(config.parameterization, settings.loss_weight, n_sr,
+                                             octave_start(config, process))
     validate = validation(dataset, process, val_objective, settings, device) if ranks.main else None
     model = accelerate(ddp.wrap(net, ranks), device, settings.precision, settings.compile)
     if ranks.main:
@@ -272,6 +273,17 @@ def sr_range(config: RunConfig, process) -> int:
         return process.schedule.start_step(config.H / config.factor)
     except (ValueError, KeyError, TypeError):
         return process.N
+
+
+def octave_start(config: RunConfig, process) -> int:
+    """Step where a super-resolution chain of the run's factor has resolved its first octave
+    (resolution 2H/factor): the start step of half the factor, 0 where that is the full size."""
+    if config.model != "skild" or 2 * config.H / config.factor >= config.H:
+        return 0
+    try:
+        return process.schedule.start_step(2 * config.H / config.factor)
+    except (ValueError, KeyError, TypeError):
+        return 0
 
 
 def draw_steps(mode: str, n_sr: int, N: int, batch: int, gen: torch.Generator) -> torch.Tensor | None:
