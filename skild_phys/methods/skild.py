@@ -257,11 +257,9 @@ def skild_objective(parameterization: str, loss_weight: str = "eps", n_sr: int |
                   - torch.exp(la / 2).to(X0) * eps)
         out = net(proc.basis.inverse(X_n).to(torch.float32), n, None).to(X0.dtype)
         err = (proc.basis.forward(out) - target).square()
-        if loss_weight == "v-sr":
-            above = (n > n_sr).view(-1, 1, 1, 1)
-            err = torch.where(above, torch.exp(la).to(X0) * err, err)
-        elif loss_weight == "v-octave":
-            outside = ((n > n_sr) | (n <= n_octave)).view(-1, 1, 1, 1)
+        if loss_weight != "v":  # the ε-MSE, as ᾱ_n (V̂ − V)², outside n_lo < n ≤ n_sr
+            n_lo = n_octave if loss_weight == "v-octave" else 0
+            outside = ((n > n_sr) | (n <= n_lo)).view(-1, 1, 1, 1)
             err = torch.where(outside, torch.exp(la).to(X0) * err, err)
         return err.reshape(x0.shape[0], -1).mean(dim=1)
 

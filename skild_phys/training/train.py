@@ -265,14 +265,19 @@ def _last_loss_record(run) -> dict:
     return next((r for r in reversed(checkpoint.read_log(run)) if "loss" in r), {})
 
 
+def _start_step(process, resolution: float, fallback: int) -> int:
+    """The schedule's step of effective resolution `resolution`, or `fallback` where it has none."""
+    try:
+        return process.schedule.start_step(resolution)
+    except (ValueError, KeyError, TypeError):
+        return fallback
+
+
 def sr_range(config: RunConfig, process) -> int:
     """Largest step a super-resolution chain of the run's factor starts from (N for SR3, which starts there)."""
     if config.model != "skild":
         return process.N
-    try:
-        return process.schedule.start_step(config.H / config.factor)
-    except (ValueError, KeyError, TypeError):
-        return process.N
+    return _start_step(process, config.H / config.factor, process.N)
 
 
 def octave_start(config: RunConfig, process) -> int:
@@ -280,10 +285,7 @@ def octave_start(config: RunConfig, process) -> int:
     (resolution 2H/factor): the start step of half the factor, 0 where that is the full size."""
     if config.model != "skild" or 2 * config.H / config.factor >= config.H:
         return 0
-    try:
-        return process.schedule.start_step(2 * config.H / config.factor)
-    except (ValueError, KeyError, TypeError):
-        return 0
+    return _start_step(process, 2 * config.H / config.factor, 0)
 
 
 def draw_steps(mode: str, n_sr: int, N: int, batch: int, gen: torch.Generator) -> torch.Tensor | None:
