@@ -24,17 +24,13 @@ import numpy as np
 import zarr
 
 from analysis.stats import block_sums, jackknife
+from ising.lattice import block_mean, energy_per_spin
 
 
 def energies(spins: np.ndarray, b: int) -> tuple[np.ndarray, np.ndarray]:
     """(e, e_b) per configuration: the nearest-neighbour energy per spin on the periodic lattice,
     and the same of the b × b block means on the coarse periodic lattice."""
-    s = spins.astype(np.float64)
-    n, L, _ = s.shape
-    e = -(s * np.roll(s, 1, 1) + s * np.roll(s, 1, 2)).mean(axis=(1, 2))
-    c = s.reshape(n, L // b, b, L // b, b).mean(axis=(2, 4))
-    e_b = -(c * np.roll(c, 1, 1) + c * np.roll(c, 1, 2)).mean(axis=(1, 2))
-    return e, e_b
+    return energy_per_spin(spins), energy_per_spin(block_mean(spins.astype(np.float64), b))
 
 
 def split(e: np.ndarray, e_b: np.ndarray, scale: float, n_blocks: int):
