@@ -61,8 +61,12 @@ def main(argv=None):
         p.error(f"{len(a.stores)} stores but {len(labels)} labels")
     rows = []
     for path, label in zip(a.stores, labels):
-        g = zarr.open_group(path, mode="r")
-        spins = np.asarray(g["spins"][: a.samples])
+        try:
+            g = zarr.open_group(path, mode="r")
+            spins_array = g["spins"]
+        except (OSError, KeyError, zarr.errors.BaseZarrError):
+            p.error(f"{path}: not a spin store (no readable 'spins' array)")
+        spins = np.asarray(spins_array[: a.samples])
         L = spins.shape[-1]
         if L % a.block:
             p.error(f"{path}: L = {L} is not a multiple of --block {a.block}")
