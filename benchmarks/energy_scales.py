@@ -63,14 +63,13 @@ def main(argv=None):
     for path, label in zip(a.stores, labels):
         try:
             g = zarr.open_group(path, mode="r")
-            spins_array = g["spins"]
+            spins_array, beta = g["spins"], float(g.attrs["beta"])
         except (OSError, KeyError, zarr.errors.BaseZarrError):
-            p.error(f"{path}: not a spin store (no readable 'spins' array)")
+            p.error(f"{path}: not a spin store (no readable 'spins' array and 'beta' attribute)")
         spins = np.asarray(spins_array[: a.samples])
         L = spins.shape[-1]
         if L % a.block:
             p.error(f"{path}: L = {L} is not a multiple of --block {a.block}")
-        beta = float(g.attrs["beta"])
         e, e_b = energies(spins, a.block)
         rows.append((label, len(e), split(e, e_b, beta ** 2 * L * L, a.blocks)))
     truth = rows[0][2]

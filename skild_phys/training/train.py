@@ -63,7 +63,7 @@ class TrainSettings:
     device: str = "auto"
     lr_decay: str = "none"  # after warm-up: constant, or cosine to zero at `steps`
     n_sampling: str = "uniform"  # steps n of the loss: uniform on 1..N, or "sr" (see draw_steps)
-    loss_weight: str = "eps"  # SKILD loss per mode: the ε-MSE, the v-MSE, or v on the SR steps (skild_objective)
+    loss_weight: str = "eps"  # SKILD loss per mode: the ε-MSE, the v-MSE, or v on some SR steps (skild_objective)
     val_data: str | None = None  # held-out store for the validation loss
     val_samples: int = 32
     val_every: int = 500
