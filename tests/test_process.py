@@ -382,6 +382,35 @@ def test_v_octave_loss_is_v_only_inside_the_octave():
     assert not torch.allclose(losses["v"][~inside], losses["eps"][~inside])
 
 
+def test_noise_weight_blends_v_and_eps_per_mode_inside_the_v_range():
+    # λ v-MSE + (1 − λ) ε-MSE on the steps where the v weight acts, the ε-MSE alone outside them;
+    # λ = 0 is the ε-MSE everywhere and λ = 1 the unblended v-sr loss.
+    from skild_phys.methods.skild import skild_objective
+
+    process = gen_process()
+    g = torch.Generator().manual_seed(22)
+    x0 = process.basis.inverse(randn((4, 1, H, H), g) * torch.sqrt(process.S0))
+    n = torch.tensor([10, 300, 301, 900])
+    net = _scaled_input_net(process, 0.3)
+
+    def loss(weight, lam=1.0):
+        return skild_objective("v", weight, n_sr=300, noise_weight=lam)(net, process, x0,
+                                                                         torch.Generator().manual_seed(23), n)
+
+    v, eps = loss("v"), loss("eps")
+    for lam in (0.0, 0.25, 0.7):
+        blended = loss("v-sr", lam)
+        torch.testing.assert_close(blended[:2], lam * v[:2] + (1 - lam) * eps[:2], rtol=1e-4, atol=1e-12)
+        torch.testing.assert_close(blended[2:], eps[2:], rtol=1e-4, atol=1e-12)
+    torch.testing.assert_close(loss("v-sr", 1.0), loss("v-sr"), rtol=0, atol=0)
+    assert not torch.allclose(v[:2], eps[:2])
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError):
+            skild_objective("v", "v-sr", n_sr=300, noise_weight=bad)
+    with pytest.raises(ValueError):
+        skild_objective("v", "eps", noise_weight=0.5)
+
+
 def test_zero_v_network_is_the_gaussian_denoiser():
     # V̂ = 0 gives ε̂ = √(1−ᾱ_n) X_n/√S0: the exact denoiser for Gaussian data, which is why
     # a v-network starts from what the spectrum alone explains.

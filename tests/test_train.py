@@ -139,6 +139,28 @@ def test_loss_weight_v_is_refused_where_it_does_not_apply(tmp_path, store8):
         assert "--loss-weight" in msg and not out.exists()
 
 
+def test_noise_weight_is_refused_where_it_does_not_apply_and_recorded_where_it_does(tmp_path, store8):
+    for name, extra in {"range": ("--noise-weight", 1.5), "eps": ("--noise-weight", 0.5, "--loss-weight", "eps"),
+                        "sr3": ("--noise-weight", 0.5, "--model", "sr3")}.items():
+        out = tmp_path / name
+        msg = _one_line_error(_cli("train", "--data", store8, "--out", out, "--steps", 2, *extra))
+        assert "--noise-weight" in msg and not out.exists(), name
+    out = tmp_path / "blend"
+    r = _cli("train", "--data", store8, "--out", out, "--steps", 1, "--batch", 2, "--quiet", "--noise-weight", 0.25)
+    assert r.exit_code == 0, r.output
+    recorded = json.loads((out / checkpoint.CONFIG_FILE).read_text())["train"]
+    assert (recorded["loss_weight"], recorded["noise_weight"]) == ("v-sr", 0.25)
+    # at its default the setting is not written, so a default run's config (and digest) stays as before it
+    # existed, and such a run resumes
+    out = tmp_path / "default"
+    for extra in ((), ("--resume", "--steps", 2)):
+        r = _cli("train", "--data", store8, "--out", out, "--steps", 1, "--batch", 2, "--lr-decay", "none", "--quiet",
+                 *extra)
+        assert r.exit_code == 0, r.output
+    assert "resuming" in r.output
+    assert "noise_weight" not in json.loads((out / checkpoint.CONFIG_FILE).read_text())["train"]
+
+
 def test_default_loss_weight_follows_data_method_and_parameterization(tmp_path, store8):
     """SKILD with v-prediction on a lattice store trains with v-sr by default; the ε-parameterised
     network and SR3 keep the ε-MSE (the v-weighted losses need V)."""

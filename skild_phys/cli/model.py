@@ -118,6 +118,9 @@ def _shape(channels, blocks, attention, mid_attention) -> dict:
                    "super-resolution chain, eps above them; v-octave: v only on the steps where that chain resolves its "
                    "first octave (H/factor to 2H/factor), eps elsewhere. The v weights need --parameterization v "
                    "[default: v-sr for SKILD on lattice stores with --parameterization v, eps otherwise].")
+@click.option("--noise-weight", type=float, default=1.0, show_default=True,
+              help="Where a v --loss-weight acts, weigh each mode's X0 error by SNR + this: 1 is the v-MSE, 0 the "
+                   "eps-MSE, between them a mode still pure noise counts this much against a resolved one.")
 @click.option("--channels", type=int, default=None, help="Network base width [default: the --net size's].")
 @click.option("--blocks", type=int, default=None, help="Residual blocks per level [default: the --net size's].")
 @click.option("--attention", default=None,
@@ -135,8 +138,8 @@ def _shape(channels, blocks, attention, mid_attention) -> dict:
 @_threads
 def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, size, steps, batch, lr, warmup,
           ema_decay, seed, no_augment, checkpoint_every, log_every, resume, overwrite, model_kind, parameterization,
-          lr_decay, n_sampling, loss_weight, channels, blocks, attention, mid_attention, val_data, val_samples,
-          val_every, precision, compile_net, quiet, device, threads):
+          lr_decay, n_sampling, loss_weight, noise_weight, channels, blocks, attention, mid_attention, val_data,
+          val_samples, val_every, precision, compile_net, quiet, device, threads):
     """Train a diffusion model (SKILD, or the SR3 baseline) on a configuration store or image set.
 
     Writes RUN/model.pt (EMA weights for sampling), RUN/resume.pt (full training state),
@@ -155,6 +158,11 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
     if loss_weight not in (None, "eps") and (model_kind != "skild" or parameterization != "v"):
         raise InputError(f"--loss-weight {loss_weight} is a SKILD loss of the v parameterization "
                          f"(got --model {model_kind} --parameterization {parameterization})")
+    if not 0 <= noise_weight <= 1:
+        raise InputError(f"--noise-weight must be in [0, 1], got {noise_weight:g}")
+    if noise_weight != 1 and (loss_weight == "eps" or model_kind != "skild" or parameterization != "v"):
+        raise InputError("--noise-weight blends the v-MSE into the eps-MSE: it needs a SKILD v --loss-weight "
+                         f"(got --model {model_kind} --parameterization {parameterization} --loss-weight {loss_weight or 'default'})")
     from skild_phys.methods.skild import pick_device
 
     pick_device(device)  # a device this machine lacks is refused before the run directory exists
@@ -171,13 +179,13 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
         _train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, size, steps, batch, lr, warmup,
                ema_decay, seed, no_augment, checkpoint_every, log_every, resume, overwrite, model_kind,
                parameterization, lr_decay, n_sampling, channels, blocks, attention, mid_attention, val_data,
-               val_samples, val_every, quiet, device, inputs, precision, compile_net, loss_weight)
+               val_samples, val_every, quiet, device, inputs, precision, compile_net, loss_weight, noise_weight)
 
 
 def _train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, size, steps, batch, lr, warmup,
            ema_decay, seed, no_augment, checkpoint_every, log_every, resume, overwrite, model_kind, parameterization,
            lr_decay, n_sampling, channels, blocks, attention, mid_attention, val_data, val_samples, val_every, quiet,
-           device, inputs, precision="fp32", compile_net=False, loss_weight=None):
+           device, inputs, precision="fp32", compile_net=False, loss_weight=None, noise_weight=1.0):
     from skild_phys.data.adapters import open_dataset
     from skild_phys.methods import get_method
     from skild_phys.methods.skild import data_defaults
@@ -194,7 +202,7 @@ def _train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, 
     settings = TrainSettings(steps=steps, batch=batch, lr=lr, warmup=warmup, ema_decay=ema_decay, seed=seed,
                              augment=not no_augment, checkpoint_every=checkpoint_every,
                              log_every=log_every, device=device, lr_decay=lr_decay, n_sampling=n_sampling,
-                             loss_weight=loss_weight,
+                             loss_weight=loss_weight, noise_weight=noise_weight,
                              val_data=val_data, val_samples=val_samples, val_every=val_every,
                              precision=precision, compile=compile_net)
     settings.validate()

@@ -8,7 +8,7 @@ the training loss and the samplers only ever call that.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -150,7 +150,7 @@ def run_fields(dataset, net_entry: dict, settings) -> dict:
     """The RunConfig fields every method takes from its data, network entry and training settings."""
     return {"version": __version__, "H": dataset.height, "W": dataset.width, "channels": dataset.channels,
             "data_kind": dataset.kind, "data": {**dataset.provenance(), "block_mean_abs": block_mean_scale(dataset)},
-            "net": net_entry, "train": asdict(settings)}
+            "net": net_entry, "train": settings.recorded()}
 
 
 def resolve_config(dataset, preset: str, factor: float, k_c: float | None, net: str, periodic: bool | None,
@@ -219,7 +219,7 @@ LOSS_WEIGHTS = ("eps", "v", "v-sr", "v-octave")
 
 
 def skild_objective(parameterization: str, loss_weight: str = "eps", n_sr: int | None = None,
-                    n_octave: int = 0):
+                    n_octave: int = 0, noise_weight: float = 1.0):
     """The SKILD training loss objective(net, process, x0, generator, n=None) -> (B,) per sample.
 
     "eps":  mean over modes of (ε̂ − ε)² (the paper's ε-MSE).  Per mode it weighs the whitened
@@ -238,12 +238,20 @@ def skild_objective(parameterization: str, loss_weight: str = "eps", n_sr: int |
             the start step of half the factor, 0 for factor 2), and the ε-MSE on every other
             step: v where the chain draws the coarse structure next to the given one, ε where it
             fills in the finer texture and above n_sr.
+    noise_weight λ (the v weights only) blends the two per mode where the v-MSE acts: the X̂_0
+    error weighted by SNR + λ, i.e. (ᾱ_n + λ (1 − ᾱ_n)) (V̂ − V)² = λ v-MSE + (1 − λ) ε-MSE.  A
+    resolved mode weighs the same under any λ; a mode that is pure noise weighs λ against the
+    v-MSE's 1 and the ε-MSE's 0.
     The v weights need parameterization v.  All draw (n, ε) through Process.noised, so the
     same generator gives the same draws.
     """
     if loss_weight not in LOSS_WEIGHTS:
         raise ValueError(f"unknown loss weight {loss_weight!r}; choose one of {LOSS_WEIGHTS}")
+    if not 0 <= noise_weight <= 1:
+        raise ValueError(f"noise_weight must be in [0, 1], got {noise_weight}")
     if loss_weight == "eps":
+        if noise_weight != 1:
+            raise ValueError("noise_weight applies to the v weights, not to the ε-MSE")
         return lambda net, proc, x0, g, n=None: proc.loss(network_denoiser(net, proc, parameterization), x0, g, n)
     if parameterization != "v":
         raise ValueError(f"the {loss_weight}-weighted loss needs the v parameterization")
@@ -257,11 +265,15 @@ def skild_objective(parameterization: str, loss_weight: str = "eps", n_sr: int |
                   - torch.exp(la / 2).to(X0) * eps)
         out = net(proc.basis.inverse(X_n).to(torch.float32), n, None).to(X0.dtype)
         err = (proc.basis.forward(out) - target).square()
+        if noise_weight != 1:  # SNR + λ on the X̂_0 error: ᾱ_n + λ (1 − ᾱ_n) = 1 + (1 − λ)(ᾱ_n − 1) on V's
+            blended = (1 + (1 - noise_weight) * torch.expm1(la)).to(X0) * err
+        else:
+            blended = err
         if loss_weight != "v":  # the ε-MSE, as ᾱ_n (V̂ − V)², outside n_lo < n ≤ n_sr
             n_lo = n_octave if loss_weight == "v-octave" else 0
             outside = ((n > n_sr) | (n <= n_lo)).view(-1, 1, 1, 1)
-            err = torch.where(outside, torch.exp(la).to(X0) * err, err)
-        return err.reshape(x0.shape[0], -1).mean(dim=1)
+            blended = torch.where(outside, torch.exp(la).to(X0) * err, blended)
+        return blended.reshape(x0.shape[0], -1).mean(dim=1)
 
     return v_loss
 

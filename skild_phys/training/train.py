@@ -39,7 +39,8 @@ from skild_phys.training import ddp
 # Settings that may change between a run and its resumption (the rest must match).
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "device", "val_data", "val_samples", "val_every",
                      "compile")
-ADDED_SETTINGS = ("precision", "compile", "loss_weight")  # TrainSettings fields newer than some runs: their defaults apply
+ADDED_SETTINGS = ("precision", "compile", "loss_weight", "noise_weight")  # TrainSettings fields newer than some runs: their defaults apply
+UNRECORDED_DEFAULTS = {"noise_weight": 1.0}  # TrainSettings.recorded
 LR_DECAYS = ("none", "cosine")
 N_SAMPLINGS = ("uniform", "sr")
 SR_SHARE = 0.75  # n_sampling "sr": share of the loss's steps drawn from the super-resolution range
@@ -64,6 +65,7 @@ class TrainSettings:
     lr_decay: str = "none"  # after warm-up: constant, or cosine to zero at `steps`
     n_sampling: str = "uniform"  # steps n of the loss: uniform on 1..N, or "sr" (see draw_steps)
     loss_weight: str = "eps"  # SKILD loss per mode: the ε-MSE, the v-MSE, or v on some SR steps (skild_objective)
+    noise_weight: float = 1.0  # where a v weight acts, a pure-noise mode's weight: 1 the v-MSE, 0 the ε-MSE
     val_data: str | None = None  # held-out store for the validation loss
     val_samples: int = 32
     val_every: int = 500
@@ -86,10 +88,21 @@ class TrainSettings:
             raise InputError(f"--n-sampling must be one of {', '.join(N_SAMPLINGS)}, got {self.n_sampling!r}")
         if self.loss_weight not in LOSS_WEIGHTS:
             raise InputError(f"--loss-weight must be one of {', '.join(LOSS_WEIGHTS)}, got {self.loss_weight!r}")
+        if not 0 <= self.noise_weight <= 1:
+            raise InputError(f"--noise-weight must be in [0, 1], got {self.noise_weight:g}")
+        if self.noise_weight != 1 and self.loss_weight == "eps":
+            raise InputError("--noise-weight blends the v-MSE into the ε-MSE: it needs a v --loss-weight, not eps")
         if self.val_samples < 1 or self.val_every < 1:
             raise InputError("--val-samples and --val-every must be at least 1")
         if self.precision not in PRECISIONS:
             raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+    def recorded(self) -> dict:
+        """The settings as a run's config stores them.  A setting newer than the runs it would change
+        nothing for (UNRECORDED_DEFAULTS) is left out at its default, so a run made without it keeps
+        its bytes and its checkpoint digest; loading fills it back in (TrainSettings(**stored))."""
+        fields = asdict(self)
+        return {k: v for k, v in fields.items() if k not in UNRECORDED_DEFAULTS or v != UNRECORDED_DEFAULTS[k]}
 
     def lr_factor(self, step: int) -> float:
         """Learning-rate multiplier after `step` optimiser steps: linear warm-up, then constant or cosine."""
@@ -107,7 +120,7 @@ def _check_resumable(old: dict, new: dict) -> None:
     defaults = asdict(TrainSettings())
     older = {k: defaults[k] for k in ADDED_SETTINGS}  # settings a run from before they existed ran with
     ta = {k: v for k, v in {**older, **old["train"]}.items() if k not in RESUMABLE_CHANGES}
-    tb = {k: v for k, v in new["train"].items() if k not in RESUMABLE_CHANGES}
+    tb = {k: v for k, v in {**older, **new["train"]}.items() if k not in RESUMABLE_CHANGES}
     if a != b or ta != tb:
         changed = sorted({k for k in set(a) | set(b) if a.get(k) != b.get(k)}
                          | {f"train.{k}" for k in set(ta) | set(tb) if ta.get(k) != tb.get(k)})
@@ -187,7 +200,7 @@ def train(run, dataset, config: RunConfig, S0, resume: bool = False, progress: b
     n_sr = sr_range(config, process)
     val_objective = objective or skild_objective(config.parameterization, "eps")
     objective = objective or skild_objective(config.parameterization, settings.loss_weight, n_sr,
-                                             octave_start(config, process))
+                                             octave_start(config, process), settings.noise_weight)
     validate = validation(dataset, process, val_objective, settings, device) if ranks.main else None
     model = accelerate(ddp.wrap(net, ranks), device, settings.precision, settings.compile)
     if ranks.main:
