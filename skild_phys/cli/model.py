@@ -158,11 +158,9 @@ def train(data_spec, run, preset, factor, k_c, net, periodic, basis, spectrum, s
     if loss_weight not in (None, "eps") and (model_kind != "skild" or parameterization != "v"):
         raise InputError(f"--loss-weight {loss_weight} is a SKILD loss of the v parameterization "
                          f"(got --model {model_kind} --parameterization {parameterization})")
-    if not 0 <= noise_weight <= 1:
-        raise InputError(f"--noise-weight must be in [0, 1], got {noise_weight:g}")
-    if noise_weight != 1 and (loss_weight == "eps" or model_kind != "skild" or parameterization != "v"):
-        raise InputError("--noise-weight blends the v-MSE into the eps-MSE: it needs a SKILD v --loss-weight "
-                         f"(got --model {model_kind} --parameterization {parameterization} --loss-weight {loss_weight or 'default'})")
+    from skild_phys.training.train import check_noise_weight
+
+    check_noise_weight(noise_weight, loss_weight if model_kind == "skild" and parameterization == "v" else "eps")
     from skild_phys.methods.skild import pick_device
 
     pick_device(device)  # a device this machine lacks is refused before the run directory exists

@@ -40,11 +40,20 @@ from skild_phys.training import ddp
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "device", "val_data", "val_samples", "val_every",
                      "compile")
 ADDED_SETTINGS = ("precision", "compile", "loss_weight", "noise_weight")  # TrainSettings fields newer than some runs: their defaults apply
-UNRECORDED_DEFAULTS = {"noise_weight": 1.0}  # TrainSettings.recorded
+UNRECORDED_AT_DEFAULT = ("noise_weight",)  # TrainSettings.recorded
 LR_DECAYS = ("none", "cosine")
 N_SAMPLINGS = ("uniform", "sr")
 SR_SHARE = 0.75  # n_sampling "sr": share of the loss's steps drawn from the super-resolution range
 VAL_BINS = 10  # equal bins of n for the validation loss
+
+
+def check_noise_weight(noise_weight: float, loss_weight: str | None) -> None:
+    """One-line InputError for a --noise-weight no run can use (loss_weight None: not yet resolved)."""
+    if not 0 <= noise_weight <= 1:
+        raise InputError(f"--noise-weight must be in [0, 1], got {noise_weight:g}")
+    if noise_weight != 1 and loss_weight == "eps":
+        raise InputError("--noise-weight blends the v-MSE into the eps-MSE: it needs a SKILD v --loss-weight, "
+                         "not eps")
 
 
 @dataclass
@@ -88,10 +97,7 @@ class TrainSettings:
             raise InputError(f"--n-sampling must be one of {', '.join(N_SAMPLINGS)}, got {self.n_sampling!r}")
         if self.loss_weight not in LOSS_WEIGHTS:
             raise InputError(f"--loss-weight must be one of {', '.join(LOSS_WEIGHTS)}, got {self.loss_weight!r}")
-        if not 0 <= self.noise_weight <= 1:
-            raise InputError(f"--noise-weight must be in [0, 1], got {self.noise_weight:g}")
-        if self.noise_weight != 1 and self.loss_weight == "eps":
-            raise InputError("--noise-weight blends the v-MSE into the ε-MSE: it needs a v --loss-weight, not eps")
+        check_noise_weight(self.noise_weight, self.loss_weight)
         if self.val_samples < 1 or self.val_every < 1:
             raise InputError("--val-samples and --val-every must be at least 1")
         if self.precision not in PRECISIONS:
@@ -99,10 +105,10 @@ class TrainSettings:
 
     def recorded(self) -> dict:
         """The settings as a run's config stores them.  A setting newer than the runs it would change
-        nothing for (UNRECORDED_DEFAULTS) is left out at its default, so a run made without it keeps
+        nothing for (UNRECORDED_AT_DEFAULT) is left out at its default, so a run made without it keeps
         its bytes and its checkpoint digest; loading fills it back in (TrainSettings(**stored))."""
-        fields = asdict(self)
-        return {k: v for k, v in fields.items() if k not in UNRECORDED_DEFAULTS or v != UNRECORDED_DEFAULTS[k]}
+        default = TrainSettings.__dataclass_fields__
+        return {k: v for k, v in asdict(self).items() if k not in UNRECORDED_AT_DEFAULT or v != default[k].default}
 
     def lr_factor(self, step: int) -> float:
         """Learning-rate multiplier after `step` optimiser steps: linear warm-up, then constant or cosine."""
