@@ -347,16 +347,22 @@ def test_v_loss_and_eps_loss_closed_form(step):
         assert abs(float(z)) < Z_MAX, (step, float(loss.mean()), expected)
 
 
+def _v_loss_inputs(seed, steps):
+    """A process, x0 drawn from its S0 (one per step), the steps n, a fixed network and the loss's draws
+    (a generator seeded seed + 1, new per call): what the loss-weight tests compare weights on."""
+    process = gen_process()
+    z = randn((len(steps), 1, H, H), torch.Generator().manual_seed(seed))
+    x0 = process.basis.inverse(z * torch.sqrt(process.S0))
+    draws = lambda: torch.Generator().manual_seed(seed + 1)  # noqa: E731
+    return process, x0, torch.tensor(steps), _scaled_input_net(process, 0.3), draws
+
+
 def test_v_sr_loss_is_v_below_the_split_and_eps_above():
     # Per sample, the same draws: the v-MSE for n <= n_sr, the ε-MSE for n > n_sr.
     from skild_phys.methods.skild import skild_objective
 
-    process = gen_process()
-    g = torch.Generator().manual_seed(14)
-    x0 = process.basis.inverse(randn((4, 1, H, H), g) * torch.sqrt(process.S0))
-    n = torch.tensor([10, 300, 301, 900])
-    net = _scaled_input_net(process, 0.3)
-    losses = {w: skild_objective("v", w, n_sr=300)(net, process, x0, torch.Generator().manual_seed(15), n)
+    process, x0, n, net, draws = _v_loss_inputs(14, [10, 300, 301, 900])
+    losses = {w: skild_objective("v", w, n_sr=300)(net, process, x0, draws(), n)
               for w in ("eps", "v", "v-sr")}
     torch.testing.assert_close(losses["v-sr"][:2], losses["v"][:2], rtol=1e-12, atol=0)
     torch.testing.assert_close(losses["v-sr"][2:], losses["eps"][2:], rtol=1e-4, atol=1e-12)
@@ -369,12 +375,8 @@ def test_v_octave_loss_is_v_only_inside_the_octave():
     # The same draws: the v-MSE for n_octave < n <= n_sr, the ε-MSE below and above.
     from skild_phys.methods.skild import skild_objective
 
-    process = gen_process()
-    g = torch.Generator().manual_seed(20)
-    x0 = process.basis.inverse(randn((5, 1, H, H), g) * torch.sqrt(process.S0))
-    n = torch.tensor([10, 100, 101, 300, 301])
-    net = _scaled_input_net(process, 0.3)
-    losses = {w: skild_objective("v", w, n_sr=300, n_octave=100)(net, process, x0, torch.Generator().manual_seed(21), n)
+    process, x0, n, net, draws = _v_loss_inputs(20, [10, 100, 101, 300, 301])
+    losses = {w: skild_objective("v", w, n_sr=300, n_octave=100)(net, process, x0, draws(), n)
               for w in ("eps", "v", "v-octave")}
     inside = torch.tensor([False, False, True, True, False])
     torch.testing.assert_close(losses["v-octave"][inside], losses["v"][inside], rtol=1e-12, atol=0)
@@ -387,15 +389,10 @@ def test_noise_weight_blends_v_and_eps_per_mode_inside_the_v_range():
     # λ = 0 is the ε-MSE everywhere and λ = 1 the unblended v-sr loss.
     from skild_phys.methods.skild import skild_objective
 
-    process = gen_process()
-    g = torch.Generator().manual_seed(22)
-    x0 = process.basis.inverse(randn((4, 1, H, H), g) * torch.sqrt(process.S0))
-    n = torch.tensor([10, 300, 301, 900])
-    net = _scaled_input_net(process, 0.3)
+    process, x0, n, net, draws = _v_loss_inputs(22, [10, 300, 301, 900])
 
     def loss(weight, lam=1.0):
-        return skild_objective("v", weight, n_sr=300, noise_weight=lam)(net, process, x0,
-                                                                         torch.Generator().manual_seed(23), n)
+        return skild_objective("v", weight, n_sr=300, noise_weight=lam)(net, process, x0, draws(), n)
 
     v, eps = loss("v"), loss("eps")
     for lam in (0.0, 0.25, 0.7):
