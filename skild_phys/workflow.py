@@ -8,8 +8,9 @@
 In argument strings, {out} is the workflow's output directory, {VAR} a variable and
 {STAGE} the `out` argument of an earlier stage, which makes that stage a dependency.  A
 stage is skipped when its record shows it finished with the same content hash (its
-command, resolved arguments and the hashes of the stages it reads); a stage interrupted
-with the same hash is resumed; a stale one is rerun with --overwrite.
+command, resolved arguments, the hashes of the stages it reads and the digest of every
+checkpoint it reads that no stage made, so a replaced `models/` checkpoint reruns what used
+it); a stage interrupted with the same hash is resumed; a stale one is rerun with --overwrite.
 """
 
 from __future__ import annotations
@@ -104,6 +105,25 @@ class Workflow:
         return "overwrite" if exists else "new"
 
 
+def _checkpoint_digests(args: dict, written: list) -> dict[str, str]:
+    """{path: digest} of the run directories (a directory holding a model.pt) among a stage's arguments
+    that no stage of the workflow writes (`written`: the outputs of the earlier stages and its own): their
+    content, not only their path, decides the stage's result."""
+    from skild_phys import checkpoint
+
+    made = [Path(o) for o in written if isinstance(o, str) and o]
+    found = {}
+    for value in args.values():
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, str) or not item:
+                continue
+            path = Path(item)
+            if any(path == m or m in path.parents for m in made) or not (path / checkpoint.USE_FILE).is_file():
+                continue
+            found[item] = checkpoint.file_digest(path)
+    return found
+
+
 def _substitute(value, names: dict, stage_outs: dict, deps: list):
     """Replace {name} placeholders; a string that is one placeholder keeps the value's type."""
     if isinstance(value, list):
@@ -160,7 +180,11 @@ def load(path, overrides: dict | None = None) -> Workflow:
             deps.append(earlier)
         args = {k: _substitute(v, names, outs, deps) for k, v in raw.get("args", {}).items()}
         stage = Stage(name, run, args, deps)
-        content = json.dumps({"run": run, "args": args, "deps": [digests[d] for d in deps]}, sort_keys=True)
+        identity = {"run": run, "args": args, "deps": [digests[d] for d in deps]}
+        checkpoints = _checkpoint_digests(args, [*outs.values(), args.get("out")])
+        if checkpoints:  # left out when empty: the hashes of stages that read none stay what they were
+            identity["checkpoints"] = checkpoints
+        content = json.dumps(identity, sort_keys=True)
         stage.digest = hashlib.sha256(content.encode()).hexdigest()[:16]
         digests[name] = stage.digest
         if stage.out is not None:

@@ -124,6 +124,30 @@ def test_stage_status_rules(tmp_path):
     assert workflow.load(toml, {"n": 4}).stages[1].digest != b.digest  # upstream change propagates
 
 
+def test_a_replaced_checkpoint_reruns_the_stages_that_read_it(tmp_path, quickstart):
+    """A checkpoint the workflow reads but did not make (models/...) is part of its readers' hashes: the
+    same path with other weights is not `done`; a stage that reads no such checkpoint keeps its hash."""
+    import shutil
+
+    out, _ = quickstart
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(out / "skild", ckpt)
+    toml = tmp_path / "w.toml"
+    toml.write_text(f'[workflow]\nout = "{tmp_path}/o"\n[vars]\nc = "{ckpt}"\n'
+                    '[[stages]]\nname = "a"\nrun = "simulate"\nargs = { L = 8, out = "{out}/a.zarr" }\n'
+                    '[[stages]]\nname = "g"\nrun = "generate"\nargs = { checkpoint = "{c}", out = "{out}/g.zarr" }\n'
+                    '[[stages]]\nname = "t"\nrun = "train"\nargs = { data = "{a}", out = "{out}/t" }\n'
+                    '[[stages]]\nname = "s"\nrun = "superres"\nargs = { checkpoint = "{t}", data = "{a}", '
+                    'out = "{out}/s.zarr" }\n')
+    before = {s.name: s.digest for s in workflow.load(toml).stages}
+    ckpt_file = ckpt / "model.pt"
+    ckpt_file.write_bytes(ckpt_file.read_bytes() + b"\0")  # other bytes under the same path
+    after = {s.name: s.digest for s in workflow.load(toml).stages}
+    assert after["g"] != before["g"]
+    assert after["a"] == before["a"] and after["t"] == before["t"]
+    assert after["s"] == before["s"]  # its checkpoint is a stage's output: that stage's hash covers it
+
+
 def test_bad_workflows_are_one_sentence(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[workflow]\nout = "x"\n[[stages]]\nname = "a"\nrun = "simulate"\nargs = { out = "{nope}" }\n')
