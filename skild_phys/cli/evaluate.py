@@ -40,9 +40,8 @@ from skild_phys.cli.model import (_block_reference, _device, _sampler_options, _
 @click.option("--variance", default=None, type=click.Choice(["posterior", "forward", "split"]),
               help="Reverse-step noise: q(X_m | X_n, X_0)'s (the paper's), the forward step's β (exact for "
                    "Gaussian data at any step count), or split: posterior above the checkpoint's "
-                   "super-resolution start n0, forward from n0 down (SKILD) [default: forward for SKILD "
-                   "super-resolution, posterior for generation and SR3; split is the better generation "
-                   "chain below 100 steps].")
+                   "super-resolution start n0, forward from n0 down (SKILD) [default: for SKILD lattice "
+                   "checkpoints forward for super-resolution, split for generation; posterior for SR3].")
 @click.option("--spectrum-basis", default="fourier", type=click.Choice(["fourier", "dct"]),
               help="Basis of the spectrum ratio (fourier: the torus structure factor).")
 @click.option("--keep-field", is_flag=True, help="Also store each chain's continuous field (before the sign).")
