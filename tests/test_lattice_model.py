@@ -32,7 +32,7 @@ def test_ising_description_matches_the_site_by_site_definitions():
 
 def test_shipped_checkpoint_is_trains_lattice_default():
     """models/ising32_4x loads without running code and was trained with train's defaults for lattice
-    stores (basis, S0, learning-rate decay, EMA, loss weight), so what users get by default is what it documents."""
+    stores (basis, S0, learning-rate decay, EMA, loss weight, steps), so what users get by default is what it documents."""
     from pathlib import Path
 
     from skild_phys.methods import default_variance, load_trained
@@ -43,5 +43,5 @@ def test_shipped_checkpoint_is_trains_lattice_default():
     assert (config.data_kind, config.H, config.factor, config.model) == ("spins", 32, 4, "skild")
     assert (config.basis, config.spectrum["mode"]) == (defaults["basis"], defaults["spectrum"])
     assert config.train["lr_decay"] == defaults["lr_decay"] and config.train["ema_decay"] == defaults["ema_decay"]
-    assert config.train["loss_weight"] == defaults["loss_weight"]
-    assert default_variance(config) == "forward" and default_variance(config, generate=True) == "posterior"
+    assert config.train["loss_weight"] == defaults["loss_weight"] and config.train["steps"] == defaults["steps"]
+    assert default_variance(config) == "forward" and default_variance(config, generate=True) == "split"
