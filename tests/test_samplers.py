@@ -302,9 +302,9 @@ def test_memory_bound_caps_the_batch_and_changes_no_sample(tiny_run16, tmp_path)
 
 
 def test_cli_variance_defaults_per_chain_start(tmp_path, tiny_run16):
-    """A SKILD lattice checkpoint super-resolves with the forward variance and generates with the posterior
-    one unless told (methods.default_variance); the store records which ran, split (the posterior variance
-    above the checkpoint's n0, the forward one from n0) with its switch step."""
+    """A SKILD lattice checkpoint super-resolves with the forward variance and generates with split (the
+    posterior variance above the checkpoint's n0, the forward one from n0) unless told
+    (methods.default_variance); the store records which ran, split with its switch step."""
     from skild_phys.methods import load_trained
     from skild_phys.methods.starts import start_step_for_factor
 
@@ -325,7 +325,7 @@ def test_cli_variance_defaults_per_chain_start(tmp_path, tiny_run16):
         return ds.attrs["variance"], ds.spins.values
 
     for command, default, recorded, others in (("superres", "forward", "forward", ("posterior",)),
-                                               ("generate", "posterior", "posterior", ("forward", "split"))):
+                                               ("generate", "split", f"split:{n0}", ("forward", "posterior"))):
         variance, by_default = spins(command, f"{command}.zarr")
         assert variance == recorded
         assert (spins(command, f"{command}-{default}.zarr", "--variance", default)[1] == by_default).all()
