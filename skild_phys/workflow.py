@@ -28,6 +28,7 @@ from pathlib import Path
 
 from skild_base import outputs
 from skild_base.errors import InputError
+from skild_phys import checkpoint
 
 RECORD_DIR = ".workflow"
 RESUMES_ITSELF = {"simulate", "generate", "superres", "evaluate"}  # rerunning the same command continues them
@@ -109,8 +110,6 @@ def _checkpoint_digests(args: dict, written: list) -> dict[str, str]:
     """{path: digest} of the run directories (a directory holding a model.pt) among a stage's arguments
     that no stage of the workflow writes (`written`: the outputs of the earlier stages and its own): their
     content, not only their path, decides the stage's result."""
-    from skild_phys import checkpoint
-
     made = [Path(o) for o in written if isinstance(o, str) and o]
     found = {}
     for value in args.values():

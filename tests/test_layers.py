@@ -20,8 +20,8 @@ NO_TORCH = {"skild_base", "analysis", "ising"}
 # inside skild_phys, bottom to top: a module may import skild_phys modules of a lower rank or of its own
 # sub-package (and the package face, for the version)
 SKILD_RANKS = {
-    "config": 0, "checkpoint": 0, "workflow": 0, "process": 0, "networks": 0, "data": 0,
-    "methods": 1,
+    "config": 0, "checkpoint": 0, "process": 0, "networks": 0, "data": 0,
+    "methods": 1, "workflow": 1,
     "training": 2, "sampling": 2,
     "reports": 3,
     "cli": 4,
