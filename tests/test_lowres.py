@@ -64,12 +64,14 @@ def test_conditional_law_is_gaussian_conditioning(name, noise_var):
     z_obs = torch.randn((n, 1, 2, 2), generator=g, dtype=torch.float64) if noise_var else None
     X = cond.sample(torch.as_tensor(y).reshape(1, 1, 2, 2).expand(n, 1, 2, 2),
                     torch.randn((n, 1, H, H), generator=g, dtype=torch.float64), z_obs).reshape(n, -1).numpy()
+    # modes the block means fix have zero conditional variance; the dense algebra leaves round-off of
+    # order 1e-16 of S0 there, so "free" is relative to the prior's own scale
+    free = np.diag(cov) > 1e-9 * np.diag(Sd).max()
     sd = np.sqrt(np.clip(np.diag(cov), 1e-30, None))
     z_mean = (X.mean(0) - mean) / (sd / math.sqrt(n))
-    assert np.abs(z_mean[np.diag(cov) > 1e-20]).max() < Z_MAX
-    np.testing.assert_allclose(X.mean(0)[np.diag(cov) <= 1e-20], mean[np.diag(cov) <= 1e-20], atol=1e-10)
+    assert np.abs(z_mean[free]).max() < Z_MAX
+    np.testing.assert_allclose(X.mean(0)[~free], mean[~free], atol=1e-10)
     var = X.var(0)
-    free = np.diag(cov) > 1e-20
     z_var = (var[free] - np.diag(cov)[free]) / (np.diag(cov)[free] * math.sqrt(2 / n))
     assert np.abs(z_var).max() < Z_MAX
 
